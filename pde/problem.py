@@ -1,0 +1,478 @@
+"""The mean-field-game problem model (DESIGN §2–§3).
+
+An :class:`MFGProblem` is immutable and validated at construction. It holds
+the data of
+
+    HJB  -∂tφ - νΔφ - b·∇φ + |∇φ|²/(2λ) = f(x, ρ_t) + c(x, t),   φ(·, T) = g(x, ρ_T)
+    FP    ∂tρ - νΔρ + ∇·(ρ (b - ∇φ/λ)) = 0,                       ρ(·, 0) = ρ₀
+
+with optimal velocity v* = -∇φ/λ, on a box with reflecting or periodic
+walls. The Hamiltonian is H(x, p) = |p|²/(2λ) - c(x, t) for every family;
+``custom`` problems choose c, b, f and g as Python callables (never text).
+
+Family constructors: :func:`otflow`, :func:`sgm`, :func:`wgf`, :func:`lq`,
+:func:`custom`. Look one up by name with :func:`make_problem`.
+
+Couplings and terminal costs are small typed records; the solvers dispatch
+on their type and do the numerics:
+
+- :class:`NoCoupling`, :class:`LQCoupling` (f = q/2 |x - m̄(ρ)|², non-local),
+  :class:`LocalCoupling` (f(x, ρ, t) with ∂f/∂ρ, for custom and studies).
+- :class:`KLTerminal` (G = KL(ρ‖γ), g = 1 + log ρ - log γ),
+  :class:`FixedTerminal` (g(x) independent of ρ: the sgm cross-entropy),
+  :class:`LQTerminal` (g = q_T/2 |x - m̄(ρ_T)|²),
+  :class:`LocalTerminal` (g(x, ρ) with ∂g/∂ρ).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Callable, Mapping, Optional
+
+import numpy as np
+
+from .distributions import Distribution, Gaussian, GaussianMixture
+from .grid import BOUNDARIES, Grid
+
+__all__ = [
+    "MFGProblem",
+    "FAMILIES",
+    "NoCoupling",
+    "LQCoupling",
+    "LocalCoupling",
+    "KLTerminal",
+    "FixedTerminal",
+    "LQTerminal",
+    "LocalTerminal",
+    "LinearDrift",
+    "CallableDrift",
+    "otflow",
+    "sgm",
+    "wgf",
+    "lq",
+    "custom",
+    "make_problem",
+    "MASS_TOL",
+]
+
+#: largest probability mass the box may cut off a law the problem relies on
+MASS_TOL = 1e-6
+
+
+# --------------------------------------------------------------------------
+# components
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NoCoupling:
+    """F = 0."""
+
+    kind = "none"
+
+
+@dataclass(frozen=True)
+class LQCoupling:
+    """f(x, ρ) = q/2 |x - m̄(ρ)|², m̄(ρ) = ∫ x ρ dx (non-local, monotone)."""
+
+    q: float
+    kind = "lq"
+
+
+@dataclass(frozen=True)
+class LocalCoupling:
+    """f(x, ρ, t) with its derivative ∂f/∂ρ; vectorised numpy callables.
+
+    ``f(x, rho, t)`` and ``dfdrho(x, rho, t)`` take points x of shape
+    (..., d) and ρ of shape (...) and return shape (...). Monotone
+    (Lasry–Lions) when ∂f/∂ρ ≥ 0.
+    """
+
+    f: Callable
+    dfdrho: Callable
+    name: str = "local"
+    kind = "local"
+
+
+@dataclass(frozen=True)
+class KLTerminal:
+    """G(ρ) = KL(ρ‖γ); g = 1 + log ρ - log γ."""
+
+    reference: Distribution
+    kind = "kl"
+
+
+@dataclass(frozen=True)
+class FixedTerminal:
+    """g(x) independent of ρ (G linear in ρ), e.g. the sgm g = -log π."""
+
+    g: Callable
+    name: str = "fixed"
+    kind = "fixed"
+
+
+@dataclass(frozen=True)
+class LQTerminal:
+    """g(x, ρ) = q_T/2 |x - m̄(ρ)|²."""
+
+    qT: float
+    kind = "lq"
+
+
+@dataclass(frozen=True)
+class LocalTerminal:
+    """g(x, ρ) with ∂g/∂ρ; vectorised numpy callables."""
+
+    g: Callable
+    dgdrho: Callable
+    name: str = "local"
+    kind = "local"
+
+
+@dataclass(frozen=True)
+class LinearDrift:
+    """b(x) = B x (the sgm drift is B = β/2 I)."""
+
+    matrix: np.ndarray
+    kind = "linear"
+
+    def __call__(self, x):
+        return np.einsum("ij,...j->...i", np.asarray(self.matrix, dtype=float), np.asarray(x, dtype=float))
+
+
+@dataclass(frozen=True)
+class CallableDrift:
+    """b(x) given as a vectorised callable on points (..., d) -> (..., d)."""
+
+    fn: Callable
+    name: str = "drift"
+    kind = "callable"
+
+    def __call__(self, x):
+        return self.fn(np.asarray(x, dtype=float))
+
+
+# --------------------------------------------------------------------------
+# the problem
+# --------------------------------------------------------------------------
+
+
+FAMILIES = ("otflow", "sgm", "wgf", "lq", "custom")
+
+
+@dataclass(frozen=True, eq=False)
+class MFGProblem:
+    """A validated mean-field game (see the module docstring for the PDEs).
+
+    Build it with a family constructor rather than directly.
+
+    Attributes:
+        family: one of :data:`FAMILIES`.
+        domain: ((lo, hi), ...) per dimension (d = 1, 2).
+        T: horizon.
+        nu: diffusion ν ≥ 0.
+        lam: kinetic weight λ > 0.
+        boundary: "reflecting" or "periodic".
+        rho0: initial law ρ₀.
+        coupling: running coupling f.
+        terminal: terminal cost g.
+        drift: fixed drift b (None for b = 0).
+        running_cost: c(x, t): a constant or a callable (points, t) -> values.
+        data: the data law (π): ρ₀ for otflow/wgf/lq, the data for sgm.
+        reference: γ for otflow, π for wgf (None otherwise).
+        params: family parameters (beta, q, qT, tau, ...).
+        n, nt: default grid (nodes per dimension, time steps).
+        name: a label for outputs.
+    """
+
+    family: str
+    domain: tuple
+    T: float
+    nu: float
+    lam: float
+    boundary: str
+    rho0: Distribution
+    coupling: object = field(default_factory=NoCoupling)
+    terminal: object = None
+    drift: Optional[object] = None
+    running_cost: object = 0.0
+    data: Optional[Distribution] = None
+    reference: Optional[Distribution] = None
+    params: Mapping = field(default_factory=dict)
+    n: tuple = (200,)
+    nt: int = 100
+    name: str = ""
+    mass_outside: Mapping = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown family {self.family!r}; expected one of {list(FAMILIES)}")
+        dom = _check_domain(self.domain)
+        d = len(dom)
+        object.__setattr__(self, "domain", dom)
+        _check_positive("T", self.T)
+        if not (isinstance(self.nu, (int, float)) and math.isfinite(self.nu) and self.nu >= 0):
+            raise ValueError(f"nu={self.nu!r}; expected a finite diffusion coefficient nu >= 0")
+        _check_positive("lam", self.lam)
+        if self.boundary not in BOUNDARIES:
+            raise ValueError(f"boundary={self.boundary!r}; expected one of {list(BOUNDARIES)}")
+        if not isinstance(self.rho0, Distribution):
+            raise TypeError(f"rho0 must be a Distribution (got {type(self.rho0).__name__})")
+        for label, law in (("rho0", self.rho0), ("data", self.data), ("reference", self.reference)):
+            if law is not None and law.dim != d:
+                raise ValueError(f"{label} is {law.dim}-dimensional but the domain has {d} dimension(s)")
+        if self.terminal is None:
+            raise ValueError("a terminal cost is required")
+        n = tuple(int(k) for k in (self.n if np.ndim(self.n) else (self.n,) * d))
+        if len(n) != d:
+            raise ValueError(f"grid n={list(n)} has {len(n)} entries; expected {d} (one per dimension)")
+        if int(self.nt) < 1:
+            raise ValueError(f"nt={self.nt}; expected at least one time step")
+        object.__setattr__(self, "n", n)
+        object.__setattr__(self, "nt", int(self.nt))
+        object.__setattr__(self, "T", float(self.T))
+        object.__setattr__(self, "nu", float(self.nu))
+        object.__setattr__(self, "lam", float(self.lam))
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+        # The box must hold the laws the problem rests on.
+        masses = {}
+        for label, law in (("rho0", self.rho0), ("data", self.data), ("reference", self.reference)):
+            if law is None:
+                continue
+            m = law.mass_outside(dom)
+            masses[label] = m
+            if m > MASS_TOL:
+                need = law.support_box(MASS_TOL)
+                lo = np.minimum(need[:, 0], [a for a, _ in dom])
+                hi = np.maximum(need[:, 1], [b for _, b in dom])
+                box = ", ".join(f"[{a:.3g}, {b:.3g}]" for a, b in zip(lo, hi))
+                raise ValueError(
+                    f"the domain {_fmt_domain(dom)} cuts off {m:.3g} of the {label}'s mass; expected at most "
+                    f"{MASS_TOL:g} — enlarge the box (for example to {box})"
+                )
+        object.__setattr__(self, "mass_outside", MappingProxyType(masses))
+
+    # -- convenience -------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        return len(self.domain)
+
+    def grid(self, n=None, nt=None) -> Grid:
+        """The problem's grid, with optional overrides of n and nt."""
+        return Grid(self.domain, self.n if n is None else n, self.nt if nt is None else nt, self.T, self.boundary)
+
+    def with_grid(self, n=None, nt=None) -> "MFGProblem":
+        """A copy with another default grid (validated like the original)."""
+        d = self.dim
+        n2 = self.n if n is None else (tuple(n) if np.ndim(n) else (int(n),) * d)
+        return replace(self, n=n2, nt=self.nt if nt is None else int(nt))
+
+    def replace(self, **changes) -> "MFGProblem":
+        """A validated copy with some fields changed (dataclasses.replace)."""
+        return replace(self, **changes)
+
+    def c(self, x, t: float):
+        """Running cost c(x, t) on points x (..., d)."""
+        x = np.asarray(x, dtype=float)
+        if callable(self.running_cost):
+            return np.asarray(self.running_cost(x, t), dtype=float) * np.ones(x.shape[:-1])
+        return np.full(x.shape[:-1], float(self.running_cost))
+
+    def b(self, x):
+        """Drift b(x) on points (..., d); zeros when there is none."""
+        x = np.asarray(x, dtype=float)
+        if self.drift is None:
+            return np.zeros_like(x)
+        return np.asarray(self.drift(x), dtype=float)
+
+    def hamiltonian(self, x, p, t: float = 0.0):
+        """H(x, p) = |p|²/(2λ) - c(x, t)."""
+        p = np.asarray(p, dtype=float)
+        return (p**2).sum(-1) / (2 * self.lam) - self.c(x, t)
+
+    def describe(self) -> dict:
+        """JSON-ready summary for solution metadata."""
+        out = {
+            "family": self.family,
+            "name": self.name,
+            "dim": self.dim,
+            "domain": [list(d) for d in self.domain],
+            "T": self.T,
+            "nu": self.nu,
+            "lam": self.lam,
+            "boundary": self.boundary,
+            "params": dict(self.params),
+            "n": list(self.n),
+            "nt": self.nt,
+            "coupling": self.coupling.kind,
+            "terminal": self.terminal.kind,
+            "drift": None if self.drift is None else self.drift.kind,
+            "running_cost": self.running_cost if not callable(self.running_cost) else "callable",
+            "mass_outside_box": dict(self.mass_outside),
+        }
+        for label in ("rho0", "data", "reference"):
+            law = getattr(self, label)
+            if law is not None:
+                try:
+                    out[label] = law.to_dict()
+                except NotImplementedError:
+                    out[label] = type(law).__name__
+        return out
+
+    def fingerprint(self) -> str:
+        """A stable hash of what defines the problem (for caches)."""
+        import hashlib
+        import json
+
+        if self.family == "custom":
+            # callables have no stable text; fall back to their identity
+            return hashlib.sha256(repr((self.describe(), id(self))).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.describe(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _check_positive(name: str, value) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}={value!r}; expected a finite number > 0")
+
+
+def _check_domain(domain) -> tuple:
+    try:
+        dom = tuple((float(lo), float(hi)) for lo, hi in domain)
+    except (TypeError, ValueError):
+        raise ValueError(f"domain={domain!r}; expected one [lo, hi] pair per dimension, e.g. [[-6, 6]]") from None
+    if len(dom) not in (1, 2):
+        raise ValueError(f"domain has {len(dom)} dimensions; expected 1 or 2")
+    for lo, hi in dom:
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+            raise ValueError(f"domain interval [{lo}, {hi}] is empty or not finite; expected lo < hi")
+    return dom
+
+
+def _fmt_domain(dom) -> str:
+    return " × ".join(f"[{lo:g}, {hi:g}]" for lo, hi in dom)
+
+
+def _standard_normal(d: int) -> GaussianMixture:
+    return Gaussian(np.zeros(d), np.eye(d))
+
+
+# --------------------------------------------------------------------------
+# family constructors
+# --------------------------------------------------------------------------
+
+
+def otflow(data: Distribution, *, domain, T: float = 1.0, lam: float = 1.0, nu: float = 0.0,
+           reference: Distribution | None = None, boundary: str = "reflecting", n=None, nt: int = 100,
+           name: str = "") -> MFGProblem:
+    """Normalizing flow with kinetic cost (OT-Flow / RNODE), DESIGN §3.1.
+
+    ν = 0 (or small), b = 0, F = 0, ρ₀ = π (the data), G = KL(ρ‖γ) with
+    γ = ``reference`` (default N(0, I)). The terminal law is the W2-proximal
+    point of KL(·‖γ) from π with step τ = T/λ.
+    """
+    d = len(domain)
+    ref = reference if reference is not None else _standard_normal(d)
+    return MFGProblem("otflow", domain, T, nu, lam, boundary, rho0=data, coupling=NoCoupling(),
+                      terminal=KLTerminal(ref), data=data, reference=ref, params={"tau": T / lam if lam > 0 else math.inf},
+                      n=n if n is not None else (200,) * d, nt=nt, name=name or "otflow")
+
+
+def sgm(data: Distribution, *, domain, T: float = 1.0, beta: float = 1.0, boundary: str = "reflecting", n=None,
+        nt: int = 100, name: str = "") -> MFGProblem:
+    """Score-based model with the OU/VP forward process, DESIGN §3.2.
+
+    b(x) = β/2 x, ν = β/2, λ = 1/β, c = -βd/2 (kept, so that exactly
+    φ(x, t) = -log η(x, T - t), with η the OU marginal of the data), F = 0,
+    g = -log π, ρ₀ = η_T. The optimal velocity is v* = β ∇log η (the score,
+    times β).
+    """
+    _check_positive("beta", beta)
+    d = len(domain)
+    rho0 = data.ou_marginal(T, beta)
+    return MFGProblem("sgm", domain, T, beta / 2.0, 1.0 / beta, boundary, rho0=rho0, coupling=NoCoupling(),
+                      terminal=FixedTerminal(lambda x, _p=data: -_p.logpdf(x), name="-log pi"),
+                      drift=LinearDrift(0.5 * beta * np.eye(d)), running_cost=-beta * d / 2.0,
+                      data=data, reference=None, params={"beta": float(beta)},
+                      n=n if n is not None else (200,) * d, nt=nt, name=name or "sgm")
+
+
+def wgf(data: Distribution, *, domain, T: float = 1.0, tau: float | None = None, reference: Distribution | None = None,
+        boundary: str = "reflecting", n=None, nt: int = 100, name: str = "") -> MFGProblem:
+    """Wasserstein gradient flow of KL(ρ‖π), DESIGN §3.3.
+
+    PDE: ∂tρ = ∇·(ρ ∇log(ρ/π)) = Δρ - ∇·(ρ ∇log π), from ρ₀ = ``data``,
+    with π = ``reference`` (default N(0, I)). In the §2 form this is the FP
+    equation with ν = 1, b = ∇log π and no control; each JKO step of size
+    ``tau`` (default T/10) is an otflow problem on [0, τ] with λ = 1 and
+    reference π. ``lam`` is 1 (the JKO kinetic weight).
+    """
+    d = len(domain)
+    ref = reference if reference is not None else _standard_normal(d)
+    tau = float(T / 10.0 if tau is None else tau)
+    _check_positive("tau", tau)
+    if tau > T:
+        raise ValueError(f"tau={tau} exceeds T={T}; expected a JKO step 0 < tau <= T")
+    return MFGProblem("wgf", domain, T, 1.0, 1.0, boundary, rho0=data, coupling=NoCoupling(),
+                      terminal=KLTerminal(ref), drift=CallableDrift(ref.score, name="grad log pi"),
+                      data=data, reference=ref, params={"tau": tau},
+                      n=n if n is not None else (200,) * d, nt=nt, name=name or "wgf")
+
+
+def lq(data: Distribution, *, domain, T: float = 1.0, q: float = 1.0, qT: float = 1.0, nu: float = 0.0,
+       lam: float = 1.0, boundary: str = "reflecting", n=None, nt: int = 100, name: str = "") -> MFGProblem:
+    """Linear-quadratic MFG with the non-local mean coupling, DESIGN §3.4.
+
+    f = q/2 |x - m̄(t)|², g = q_T/2 |x - m̄(T)|², m̄ = mean of ρ_t.
+    """
+    for label, v in (("q", q), ("qT", qT)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"{label}={v!r}; expected a finite number >= 0")
+    d = len(domain)
+    return MFGProblem("lq", domain, T, nu, lam, boundary, rho0=data, coupling=LQCoupling(float(q)),
+                      terminal=LQTerminal(float(qT)), data=data, params={"q": float(q), "qT": float(qT)},
+                      n=n if n is not None else (200,) * d, nt=nt, name=name or "lq")
+
+
+def custom(rho0: Distribution, *, domain, T: float = 1.0, nu: float = 0.0, lam: float = 1.0,
+           coupling=None, terminal=None, drift=None, running_cost=0.0, boundary: str = "reflecting",
+           n=None, nt: int = 100, name: str = "") -> MFGProblem:
+    """Any problem of the §2 form from Python callables.
+
+    Args:
+        coupling: :class:`LocalCoupling`, :class:`LQCoupling` or None (F = 0).
+        terminal: :class:`LocalTerminal`, :class:`FixedTerminal`, :class:`KLTerminal`
+            or :class:`LQTerminal`; a plain callable g(x) is taken as fixed.
+        drift: a callable b(x) or a matrix B (b = Bx), or None.
+        running_cost: a constant or a callable c(x, t).
+    """
+    d = len(domain)
+    if terminal is None:
+        terminal = FixedTerminal(lambda x: np.zeros(np.shape(x)[:-1]), name="zero")
+    elif not hasattr(terminal, "kind"):
+        if not callable(terminal):
+            raise TypeError(f"terminal must be a terminal-cost record or a callable g(x) (got {type(terminal).__name__})")
+        terminal = FixedTerminal(terminal, name=getattr(terminal, "__name__", "g"))
+    if drift is not None and not hasattr(drift, "kind"):
+        if callable(drift):
+            drift = CallableDrift(drift, name=getattr(drift, "__name__", "b"))
+        else:
+            mat = np.atleast_2d(np.asarray(drift, dtype=float))
+            if mat.shape != (d, d):
+                raise ValueError(f"drift matrix has shape {mat.shape}; expected ({d}, {d})")
+            drift = LinearDrift(mat)
+    return MFGProblem("custom", domain, T, nu, lam, boundary, rho0=rho0, coupling=coupling or NoCoupling(),
+                      terminal=terminal, drift=drift, running_cost=running_cost, data=rho0,
+                      n=n if n is not None else (200,) * d, nt=nt, name=name or "custom")
+
+
+_CONSTRUCTORS = {"otflow": otflow, "sgm": sgm, "wgf": wgf, "lq": lq, "custom": custom}
+
+
+def make_problem(family: str, *args, **kwargs) -> MFGProblem:
+    """Build a problem of a named family; an unknown name lists the valid ones."""
+    if family not in _CONSTRUCTORS:
+        raise ValueError(f"unknown family {family!r}; expected one of {list(_CONSTRUCTORS)}")
+    return _CONSTRUCTORS[family](*args, **kwargs)
