@@ -383,7 +383,8 @@ def potential_error(phi_model: np.ndarray, phi_truth: np.ndarray, rho_truth: np.
     """
     m = _region(rho_truth, floor) & np.isfinite(phi_truth)
     w = rho_truth[m] / rho_truth[m].sum()
-    dlt = (phi_model - phi_truth)[m]
+    with np.errstate(invalid="ignore"):  # inf - inf outside the region is not used
+        dlt = (phi_model - phi_truth)[m]
     if not np.all(np.isfinite(dlt)):
         return math.nan, math.nan  # the model's potential is not finite where the truth has mass
     mean = float((w * dlt).sum())
@@ -417,7 +418,8 @@ def kinetic_energy(sol: MFGSolution, lam: float, boundary: str = "reflecting") -
         with np.errstate(invalid="ignore"):  # inf - inf where a potential is infinite (ρ = 0 there)
             v = -gradient(sol.phi, sol.axes, boundary) / lam
     # where ρ = 0 the (possibly infinite) potential carries no energy
-    dens = np.where(rho > 0, (v**2).sum(-1) * rho, 0.0)
+    with np.errstate(invalid="ignore"):
+        dens = np.where(rho > 0, (v**2).sum(-1) * rho, 0.0)
     K = 0.5 * lam * dens.reshape(sol.t.size, -1).sum(-1) * vol
     total = float(np.sum(0.5 * (K[1:] + K[:-1]) * np.diff(sol.t))) if sol.t.size > 1 else 0.0
     return K, total
