@@ -153,6 +153,8 @@ def fields_figure(truth: MFGSolution, model: MFGSolution | None = None, times=No
         finite = np.concatenate([v[np.isfinite(v)] for v in vals])
         vmin = 0.0 if field == "rho" else float(finite.min())
         vmax = float(finite.max())
+        if vmax - vmin <= 1e-9 * max(1.0, abs(vmax)):  # a constant field: widen so it maps mid-scale
+            vmin, vmax = vmin - 0.5 * max(1e-3, 1e-3 * abs(vmin)), vmax + 0.5 * max(1e-3, 1e-3 * abs(vmax))
         cmap = "viridis" if field == "rho" else "cividis"
         im = None
         for i, f in enumerate(vals):
