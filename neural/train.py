@@ -193,7 +193,7 @@ def _save_checkpoint(path: Path, model, opt, *, name, config, problem, step, los
         "dtype": dtype,
         "train": json.dumps(train_cfg, sort_keys=True),
         "wall_time": float(wall_time),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
     }
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(obj, tmp)
@@ -220,8 +220,10 @@ def load_checkpoint(path, expect_model: str | None = None, map_location="cpu") -
     try:
         ck = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for damaged files
-        raise CheckpointError(f"{path}: corrupted or not a torch checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "Unpickler error" in ln), lines[0] if lines else "")
+        raise CheckpointError(f"{path}: corrupted or not a torch checkpoint readable with weights_only=True "
+                              f"({type(exc).__name__}: {why})") from None
     if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
         raise CheckpointError(f"{path}: not an mfglab neural checkpoint (expected format {CKPT_FORMAT!r})")
     if ck.get("version") != CKPT_VERSION:
@@ -361,7 +363,8 @@ def _to_device(arrays: dict, dt, dev, step) -> dict:
 
 def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, device=None, dtype="float32",
           out_dir=None, resume: bool = True, progress: bool = True, *, batch: int | None = None,
-          lr: float | None = None, fast="auto", ckpt_every: int | None = None, sync_every: int = 25,
+          lr: float | None = None, schedule: str = "cosine", fast="auto", ckpt_every: int | None = None,
+          sync_every: int = 25,
           **hparams) -> TrainResult:
     """Train a registered model on a problem.
 
@@ -376,6 +379,7 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
         resume: continue from ``out_dir/checkpoint.pt`` when it exists.
         progress: show a progress bar.
         batch, lr: batch size and Adam learning rate (model defaults).
+        schedule: "cosine" (lr·(0.05 + 0.95·½(1 + cos πk/steps)) at step k) or "constant".
         fast: "auto" (CUDA graph on CUDA when the model allows it), True, False.
         ckpt_every: steps between checkpoints (default steps/10).
         sync_every: steps between host reads of the loss on the fast path.
@@ -399,6 +403,8 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
     lr = float(lr or defaults["lr"])
     if batch < 1 or not lr > 0:
         raise ValueError(f"batch={batch}, lr={lr}; expected batch >= 1 and lr > 0")
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule={schedule!r}; expected 'cosine' or 'constant'")
     ckpt = Path(out_dir) / CKPT_NAME if out_dir is not None else None
     ck = None
     if ckpt is not None and resume and ckpt.exists():
@@ -423,7 +429,18 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
     use_graph = dev.type == "cuda" and net.graph_safe and fast in ("auto", True)
     if fast is True and not use_graph:
         warnings.warn(f"fast path unavailable (device {dev}, model {model}); training eagerly", stacklevel=2)
-    opt = torch.optim.Adam(net.parameters(), lr=lr, capturable=use_graph)
+    # a tensor lr lets the captured graph see schedule updates
+    opt = torch.optim.Adam(net.parameters(), lr=torch.tensor(lr, device=dev) if use_graph else lr,
+                           capturable=use_graph)
+
+    def set_lr(k):
+        f = 1.0 if schedule == "constant" else 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * k / steps))
+        for g in opt.param_groups:
+            if torch.is_tensor(g["lr"]):
+                g["lr"].fill_(lr * f)
+            else:
+                g["lr"] = lr * f
+
     start, losses, parts_hist, wall0 = 0, [], {}, 0.0
     if ck is not None:
         try:
@@ -431,13 +448,19 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
             opt.load_state_dict(ck["optim"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{ckpt}: weights do not fit model {model!r}: {str(exc).splitlines()[0]}") from None
+        # the saved groups carry the saving run's lr type and capturable flag: restore this run's
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["capturable"] = use_graph
+            lr_now = float(g["lr"])
+            g["lr"] = torch.tensor(lr_now, device=dev) if use_graph else lr_now
+        for st in opt.state.values():
+            if "step" in st and torch.is_tensor(st["step"]):
+                st["step"] = st["step"].to(device=dev if use_graph else "cpu", dtype=torch.float32)
         start = int(ck["step"])
         losses = ck["losses"].tolist()
         parts_hist = {k: v.tolist() for k, v in ck.get("parts", {}).items()}
         wall0 = float(ck.get("wall_time", 0.0))
-    train_cfg = {"batch": batch, "lr": lr, "fast": "cuda-graph" if use_graph else "eager"}
+    train_cfg = {"batch": batch, "lr": lr, "schedule": schedule, "fast": "cuda-graph" if use_graph else "eager"}
     ckpt_every = int(ckpt_every or max(1, steps // 10))
     net.train()
 
@@ -480,6 +503,7 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
         while step < steps:
             rng = np.random.default_rng([int(seed), int(step)])
             batch_t = _to_device(net.draw(batch, rng, step), dt, dev, step)
+            set_lr(step)
             if use_graph and graph is None and step - start >= 3:
                 try:
                     graph = _GraphStep(net, opt, batch_t, step)
