@@ -364,7 +364,7 @@ def _to_device(arrays: dict, dt, dev, step) -> dict:
 def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, device=None, dtype="float32",
           out_dir=None, resume: bool = True, progress: bool = True, *, batch: int | None = None,
           lr: float | None = None, schedule: str = "cosine", fast="auto", ckpt_every: int | None = None,
-          sync_every: int = 25,
+          sync_every: int = 25, callback=None, callback_every: int = 100,
           **hparams) -> TrainResult:
     """Train a registered model on a problem.
 
@@ -383,6 +383,8 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
         fast: "auto" (CUDA graph on CUDA when the model allows it), True, False.
         ckpt_every: steps between checkpoints (default steps/10).
         sync_every: steps between host reads of the loss on the fast path.
+        callback: ``callback(step, model) -> bool`` called every ``callback_every`` steps (its time is not
+            counted in ``wall_time``); a true return value stops training there (checkpoint saved).
         **hparams: model hyper-parameters (see each model's docstring).
 
     Returns:
@@ -537,9 +539,20 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
                 bar.update(1)
                 if step % 10 == 0 or step == steps:
                     bar.set_postfix_str(f"loss {losses[-1]:.4g}")
-            if ckpt is not None and (step % ckpt_every == 0 or step == steps) and not pending:
+            stop = False
+            if callback is not None and step % callback_every == 0:
+                if graph is not None:
+                    bar.update(flush())
+                tc = time.perf_counter()
+                net.eval()
+                stop = bool(callback(step, net))
+                net.train()
+                t0 += time.perf_counter() - tc  # callback time is not training time
+            if ckpt is not None and (step % ckpt_every == 0 or step == steps or stop) and not pending:
                 save(step, wall0 + time.perf_counter() - t0)
                 last_saved = step
+            if stop:
+                break
     except KeyboardInterrupt:
         if graph is not None:
             torch.cuda.synchronize()
