@@ -1,0 +1,609 @@
+"""The neural generative flows of the lab, each an optimal-control solver of an MFG.
+
+Every model is an ``nn.Module`` built from an :class:`pde.MFGProblem` and
+keyword hyper-parameters (its ``config``, saved in checkpoints), and offers
+
+- ``draw(n, rng, step)``: the numpy arrays of one training batch (data from
+  the ``pde`` laws and all random noise, so the loss itself is deterministic
+  and the GPU step can be captured as a CUDA graph);
+- ``loss(batch, step) -> (loss, parts)``;
+- ``evaluate_grid(grid)``: ρ, φ (pde convention, v = -∇φ/λ) and extras on a grid;
+- ``trajectories(x0, nt)`` (flows): particle paths (nt+1, N, d).
+
+Sign convention: the potential is the MFG φ of ``pde``:
+HJB -∂tφ - νΔφ - b·∇φ + |∇φ|²/(2λ) = f + c, v* = -∇φ/λ.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from pde.grid import Grid
+
+from .integrate import divergence, rk4
+from .laws import TorchMixture, require_mixture
+from .nets import MLPField, PotentialNet, _as_time
+
+__all__ = ["NeuralModel", "OTFlow", "FFJORD", "ScoreModel", "HJBScoreModel", "NeuralWGF", "MODELS",
+           "score_hjb_residual", "get_model"]
+
+
+def _check_family(problem, families, model):
+    if problem.family not in families:
+        raise ValueError(f"model {model!r} needs a problem of family {' or '.join(families)} "
+                         f"(got family {problem.family!r})")
+
+
+def _np_logpdf(law, x: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.asarray(law.logpdf(x), dtype=float)
+
+
+class NeuralModel(nn.Module):
+    """Common interface (see the module docstring)."""
+
+    name = "?"
+    families: tuple = ()
+    graph_safe = True  # the loss has a fixed graph: CUDA-graph capture allowed
+    is_flow = True
+
+    def __init__(self, problem, **config):
+        super().__init__()
+        _check_family(problem, self.families, self.name)
+        self.problem = problem
+        self.config = dict(config)
+        self.d = problem.dim
+        self.T = problem.T
+
+    # -- data --------------------------------------------------------------
+    def draw(self, n: int, rng: np.random.Generator, step: int) -> dict:
+        """One batch: samples of ρ₀ (the problem's initial law)."""
+        return {"x": self.problem.rho0.sample(n, rng)}
+
+    def _ref(self) -> torch.Tensor:
+        p = next(self.parameters())
+        return p
+
+    def _tensor(self, a) -> torch.Tensor:
+        p = self._ref()
+        return torch.as_tensor(np.asarray(a), dtype=p.dtype, device=p.device)
+
+    # -- flows -------------------------------------------------------------
+    def rhs(self, t, x, costs: bool):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def log_density(self, x: torch.Tensor, t: torch.Tensor, nsteps: int) -> tuple:
+        """log ρ_t(x) by integrating back to 0: log ρ_t(x) = log ρ₀(x₀) - ∫₀ᵗ ∇·v.
+
+        Returns (log ρ (N,) numpy, x₀ (N, d) numpy).
+        """
+        def f(tt, y):
+            return self.rhs(tt, y[0], costs=False)
+
+        zero = torch.zeros_like(t)
+        x0, acc = rk4(f, [x, torch.zeros_like(t)], t, zero, nsteps)
+        x0n = x0.detach().cpu().numpy().astype(float)
+        return _np_logpdf(self.problem.rho0, x0n) + acc.detach().cpu().numpy().astype(float), x0n
+
+    def potential(self, x: torch.Tensor, t: torch.Tensor):
+        """(φ (N,), v (N, d)) at per-sample times; φ is NaN for models without one."""
+        raise NotImplementedError
+
+    def evaluate_grid(self, grid: Grid, nsteps: int | None = None, chunk: int = 20000, density: bool = True) -> tuple:
+        """ρ, φ and extras on a space-time grid (see :func:`neural.evaluate_on_grid`)."""
+        nsteps = nsteps or max(2 * int(self.config.get("nsteps", 8)), 16)
+        pts = grid.points().reshape(-1, self.d)
+        tt = np.repeat(grid.t, pts.shape[0])
+        xx = np.tile(pts, (grid.t.size, 1))
+        logr = np.full(tt.size, np.nan)
+        phi = np.full(tt.size, np.nan)
+        vel = np.full((tt.size, self.d), np.nan)
+        for a in range(0, tt.size, chunk):
+            b = min(a + chunk, tt.size)
+            x = self._tensor(xx[a:b])
+            t = self._tensor(tt[a:b])
+            with torch.no_grad():
+                if density:
+                    logr[a:b] = self.log_density(x, t, nsteps)[0]
+                p, v = self.potential(x, t)
+            phi[a:b] = p.detach().cpu().numpy()
+            vel[a:b] = v.detach().cpu().numpy()
+        shape = (grid.t.size,) + grid.shape
+        rho = np.exp(logr).reshape(shape)
+        return rho, phi.reshape(shape), {"velocity": vel.reshape(shape + (self.d,))}
+
+    def trajectories(self, x0, nt: int, substeps: int | None = None) -> np.ndarray:
+        """Particle paths X(t_j), t_j = jT/nt, from x0 (N, d); returns (nt+1, N, d)."""
+        x = self._tensor(x0)
+        sub = substeps or max(1, math.ceil(int(self.config.get("nsteps", 8)) / nt))
+        out = [x.detach().cpu().numpy()]
+        with torch.no_grad():
+            for j in range(nt):
+                ta = torch.full((x.shape[0],), j * self.T / nt, dtype=x.dtype, device=x.device)
+                tb = torch.full_like(ta, (j + 1) * self.T / nt)
+                x = rk4(lambda t, y: self.rhs(t, y[0], costs=False)[:1], [x], ta, tb, sub)[0]
+                out.append(x.detach().cpu().numpy())
+        return np.stack(out)
+
+
+# --------------------------------------------------------------------------
+# OT-Flow
+# --------------------------------------------------------------------------
+
+
+def _potential_rhs(net: PotentialNet, t, x, lam: float, costs: bool):
+    """Augmented OT-Flow dynamics for v = -∇Φ/λ.
+
+    d/dt (x, ℓ, L, R) = (-∇Φ/λ, -ΔΦ/λ, |∇Φ|²/(2λ), |-∂tΦ + |∇Φ|²/(2λ)|):
+    ℓ the log-determinant (∇·v), L the kinetic cost (λ/2)|v|², R the HJB
+    residual of the MFG with ν = 0, F = 0.
+    """
+    _, g, lap = net.grad_lap(x, t)
+    gx, gt = g[:, :-1], g[:, -1]
+    out = [-gx / lam, -lap / lam]
+    if costs:
+        kin = (gx * gx).sum(1) / (2.0 * lam)
+        out += [kin, (kin - gt).abs()]
+    return out
+
+
+class OTFlow(NeuralModel):
+    r"""OT-Flow CNF: v = -∇Φ/λ with the OT-Flow potential, RK4 of (x, ℓ, L, R).
+
+    Loss (per sample x₀ ~ ρ₀, integrated over [0, T]):
+
+        α_L ∫(λ/2)|v|² dt + α_C (-log γ(x_T) - ℓ_T) + α_R ∫|-∂tΦ + |∇Φ|²/(2λ)| dt.
+
+    With α_L = α_C = 1 this is the MFG objective ∫∫L ρ + KL(ρ_T‖γ) up to the
+    constant E log ρ₀; the HJB penalty vanishes at the optimum.
+
+    Hyper-parameters: width (32), nlayers (2), rank (min(10, d+1)),
+    nsteps (8 RK4 steps), alpha_L (1), alpha_C (1), alpha_R (1).
+    """
+
+    name = "otflow"
+    families = ("otflow",)
+
+    def __init__(self, problem, width: int = 32, nlayers: int = 2, rank: int | None = None, nsteps: int = 8,
+                 alpha_L: float = 1.0, alpha_C: float = 1.0, alpha_R: float = 1.0):
+        super().__init__(problem, width=width, nlayers=nlayers, rank=rank, nsteps=nsteps, alpha_L=alpha_L,
+                         alpha_C=alpha_C, alpha_R=alpha_R)
+        if problem.nu != 0.0:
+            raise ValueError(f"OT-Flow is a deterministic flow and needs nu = 0 (got nu={problem.nu})")
+        self.lam = problem.lam
+        self.net = PotentialNet(self.d, width, nlayers, rank)
+        self.ref = TorchMixture(require_mixture(problem.reference, "reference γ"))
+        self.nsteps = int(nsteps)
+        self.alpha = (float(alpha_L), float(alpha_C), float(alpha_R))
+
+    def rhs(self, t, x, costs: bool):
+        return _potential_rhs(self.net, t, x, self.lam, costs)
+
+    def loss(self, batch: dict, step: int = 0):
+        x = batch["x"]
+        z = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        xT, ell, L, R = rk4(lambda t, y: self.rhs(t, y[0], True), [x, z, z, z], z, z + self.T, self.nsteps)
+        nll = -self.ref.logpdf(xT) - ell
+        aL, aC, aR = self.alpha
+        parts = {"kinetic": L.mean(), "nll": nll.mean(), "hjb": R.mean()}
+        return aL * parts["kinetic"] + aC * parts["nll"] + aR * parts["hjb"], parts
+
+    def potential(self, x, t):
+        phi, g, _ = self.net.grad_lap(x, t, need_lap=False)
+        return phi, -g[:, :-1] / self.lam
+
+
+# --------------------------------------------------------------------------
+# free-form CNF (FFJORD)
+# --------------------------------------------------------------------------
+
+
+class FFJORD(NeuralModel):
+    r"""Free-form CNF: an MLP velocity v(x, t), exact divergence (d ≤ 2).
+
+    Loss: α_C (-log γ(x_T) - ∫∇·v dt) + α_L ∫(λ/2)|v|² dt, α_L = 0 by default:
+    without kinetic cost every map pushing ρ₀ to γ is optimal (ill-posed).
+    No potential: φ is NaN on the grid.
+
+    Hyper-parameters: width (64), depth (3), activation ("tanh"), nsteps (8),
+    alpha_C (1), alpha_L (0).
+    """
+
+    name = "ffjord"
+    families = ("otflow",)
+
+    def __init__(self, problem, width: int = 64, depth: int = 3, activation: str = "tanh", nsteps: int = 8,
+                 alpha_C: float = 1.0, alpha_L: float = 0.0):
+        super().__init__(problem, width=width, depth=depth, activation=activation, nsteps=nsteps,
+                         alpha_C=alpha_C, alpha_L=alpha_L)
+        self.lam = problem.lam
+        self.net = MLPField(self.d, self.d, width, depth, activation)
+        self.ref = TorchMixture(require_mixture(problem.reference, "reference γ"))
+        self.nsteps = int(nsteps)
+        self.alpha = (float(alpha_C), float(alpha_L))
+
+    def rhs(self, t, x, costs: bool):
+        train = torch.is_grad_enabled()
+        with torch.enable_grad():
+            if not x.requires_grad:
+                x = x.detach().requires_grad_(True)
+            v = self.net(x, t)
+            div = divergence(v, x, create_graph=train)
+        if not train:
+            v, div = v.detach(), div.detach()
+        out = [v, div]
+        if costs:
+            out.append(0.5 * self.lam * (v * v).sum(1))
+        return out
+
+    def loss(self, batch: dict, step: int = 0):
+        x = batch["x"]
+        z = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        xT, ell, L = rk4(lambda t, y: self.rhs(t, y[0], True), [x, z, z], z, z + self.T, self.nsteps)
+        nll = -self.ref.logpdf(xT) - ell
+        aC, aL = self.alpha
+        parts = {"nll": nll.mean(), "kinetic": L.mean()}
+        return aC * parts["nll"] + aL * parts["kinetic"], parts
+
+    def potential(self, x, t):
+        v = self.net(x, t)
+        return torch.full((x.shape[0],), float("nan"), dtype=x.dtype, device=x.device), v
+
+
+# --------------------------------------------------------------------------
+# score-based models
+# --------------------------------------------------------------------------
+
+
+def score_hjb_residual(score_fn, x: torch.Tensor, s: torch.Tensor, beta: float, create_graph: bool = True):
+    r"""Residual of the score equation in forward time s (exact autograd, d ≤ 2).
+
+    With u = log η and S = ∇u, the OU forward equation gives
+    ∂_s u = (β/2)(d + x·∇u + Δu + |∇u|²), hence
+
+        R = ∂_s S - (β/2) [∇(x·S) + ∇|S|² + ΔS]
+          = ∂_s S - (β/2) [S + J_Sᵀx + 2 J_SᵀS + ΔS],
+
+    J_S the Jacobian (J_S)_{ij} = ∂_j S_i and ΔS the componentwise Laplacian
+    (equal to ∇(∇·S) for a gradient field). For β = 1:
+    R = ∂_s S - ∇(½x·S + ½|S|²) - ½ΔS. The exact OU score makes R = 0.
+
+    Args:
+        score_fn: S(x, s) -> (N, d).
+        x: (N, d), s: (N,).
+
+    Returns:
+        R, shape (N, d).
+    """
+    x = x.detach().requires_grad_(True) if not x.requires_grad else x
+    s = s.detach().requires_grad_(True) if not s.requires_grad else s
+    S = score_fn(x, s)
+    d = x.shape[1]
+    J = []
+    dS = []
+    for i in range(d):
+        gx, gs = torch.autograd.grad(S[:, i].sum(), (x, s), create_graph=True)
+        J.append(gx)
+        dS.append(gs)
+    J = torch.stack(J, dim=1)  # (N, d, d), J[:, i, j] = ∂_j S_i
+    dS = torch.stack(dS, dim=1)  # (N, d)
+    lap = []
+    for i in range(d):
+        li = 0.0
+        for j in range(d):
+            li = li + torch.autograd.grad(J[:, i, j].sum(), x, create_graph=create_graph, retain_graph=True)[0][:, j]
+        lap.append(li)
+    lap = torch.stack(lap, dim=1)
+    JT_x = torch.einsum("nij,ni->nj", J, x)
+    JT_S = torch.einsum("nij,ni->nj", J, S)
+    return dS - 0.5 * beta * (S + JT_x + 2.0 * JT_S + lap)
+
+
+class ScoreModel(NeuralModel):
+    r"""Score-based model with the OU/VP forward process (DESIGN §3.2).
+
+    Forward: dY = -½βY ds + √β dW, Y₀ ~ π; Y_s = a_s Y₀ + σ_s Z,
+    a_s = e^{-βs/2}, σ_s² = 1 - e^{-βs}. The network s_θ(x, s) = N_θ(x, s)/σ_s.
+
+    Loss: denoising score matching with weight σ_s² (s ~ U(ε, T)),
+
+        DSM = E |σ_s s_θ(Y_s, s) + Z|²,
+
+    plus, for the HJB-regularised model, α_HJB E[σ_s^p |R(Y_s, s)|] with R the
+    score-equation residual (:func:`score_hjb_residual`; p = ``hjb_power``
+    makes the terms O(1) across s) and α_T E[½|s_θ(Y₀, ε)|² + ∇·s_θ(Y₀, ε)]
+    (implicit score matching at s ≈ 0). α_HJB = α_T = 0 is the plain model.
+
+    Samplers (generative time t = T - s, from the exact η_T = ``problem.rho0``):
+    reverse Euler–Maruyama dX = [½βX + β s_θ] dt + √β dW and the
+    probability-flow ODE dX/dt = ½βX + ½β s_θ (RK4). Likelihood: exact
+    divergence along the probability-flow ODE.
+
+    Hyper-parameters: width (64), depth (3), activation ("silu"), eps (1e-3),
+    nsteps (64 sampler/ODE steps), alpha_hjb (0), alpha_T (0), hjb_power (3).
+    """
+
+    name = "sgm"
+    families = ("sgm",)
+    is_flow = False
+
+    def __init__(self, problem, width: int = 64, depth: int = 3, activation: str = "silu", eps: float = 1e-3,
+                 nsteps: int = 64, alpha_hjb: float = 0.0, alpha_T: float = 0.0, hjb_power: float = 3.0):
+        super().__init__(problem, width=width, depth=depth, activation=activation, eps=eps, nsteps=nsteps,
+                         alpha_hjb=alpha_hjb, alpha_T=alpha_T, hjb_power=hjb_power)
+        if not (0 < eps < problem.T):
+            raise ValueError(f"eps={eps}; expected 0 < eps < T={problem.T}")
+        if alpha_hjb < 0 or alpha_T < 0:
+            raise ValueError(f"alpha_hjb={alpha_hjb}, alpha_T={alpha_T}; expected non-negative weights")
+        self.beta = float(problem.params["beta"])
+        self.net = MLPField(self.d, self.d, width, depth, activation)
+        self.eps = float(eps)
+        self.nsteps = int(nsteps)
+        self.alpha_hjb = float(alpha_hjb)
+        self.alpha_T = float(alpha_T)
+        self.hjb_power = float(hjb_power)
+
+    def sigma(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(-torch.expm1(-self.beta * s))
+
+    def score(self, x: torch.Tensor, s) -> torch.Tensor:
+        """s_θ(x, s) ≈ ∇log η(x, s), (N, d)."""
+        s = _as_time(s, x)
+        return self.net(x, s) / self.sigma(s)[:, None]
+
+    def draw(self, n: int, rng: np.random.Generator, step: int) -> dict:
+        x0 = self.problem.data.sample(n, rng)
+        s = self.eps + (self.T - self.eps) * rng.random(n)
+        z = rng.standard_normal((n, self.d))
+        return {"x": x0, "s": s, "z": z}
+
+    def loss(self, batch: dict, step: int = 0):
+        x0, s, z = batch["x"], batch["s"], batch["z"]
+        a = torch.exp(-0.5 * self.beta * s)[:, None]
+        sig = self.sigma(s)[:, None]
+        xs = a * x0 + sig * z
+        dsm = ((self.net(xs, s) + z) ** 2).sum(1).mean()
+        parts = {"dsm": dsm}
+        loss = dsm
+        if self.alpha_hjb > 0:
+            R = score_hjb_residual(self.score, xs, s, self.beta)
+            hjb = (sig[:, 0] ** self.hjb_power * R.norm(dim=1)).mean()
+            parts["hjb"] = hjb
+            loss = loss + self.alpha_hjb * hjb
+        if self.alpha_T > 0:
+            xe = x0.detach().requires_grad_(True)
+            se = torch.full_like(s, self.eps)
+            S = self.score(xe, se)
+            ism = (0.5 * (S * S).sum(1) + divergence(S, xe, create_graph=True)).mean()
+            parts["ism"] = ism
+            loss = loss + self.alpha_T * ism
+        return loss, parts
+
+    # -- generation and likelihood -----------------------------------------
+    def sample(self, n: int, rng: np.random.Generator, method: str = "ode", nsteps: int | None = None,
+               generator: torch.Generator | None = None) -> np.ndarray:
+        """Generate n samples of ≈ π from η_T (exact) by the reverse SDE ("sde") or the ODE ("ode")."""
+        if method not in ("ode", "sde"):
+            raise ValueError(f"method={method!r}; expected 'ode' (probability flow) or 'sde' (reverse Euler–Maruyama)")
+        nsteps = int(nsteps or self.nsteps)
+        x = self._tensor(self.problem.rho0.sample(n, rng))
+        if generator is None:
+            generator = torch.Generator(device=x.device).manual_seed(int(rng.integers(2**62)))
+        b = self.beta
+        with torch.no_grad():
+            if method == "sde":
+                h = (self.T - self.eps) / nsteps
+                for k in range(nsteps):
+                    s = self.T - k * h
+                    drift = 0.5 * b * x + b * self.score(x, s)
+                    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+                    x = x + h * drift + math.sqrt(b * h) * noise
+            else:
+                sT = torch.full((n,), self.T, dtype=x.dtype, device=x.device)
+                f = lambda s, y: [-(0.5 * b * y[0] + 0.5 * b * self.score(y[0], s))]  # noqa: E731  dx/ds
+                x = rk4(f, [x], sT, torch.full_like(sT, self.eps), nsteps)[0]
+        return x.cpu().numpy()
+
+    def pf_rhs(self, s, x):
+        """Probability-flow ODE in forward time: f = -½βx - ½β s_θ, and ∇·f (exact)."""
+        train = torch.is_grad_enabled()
+        with torch.enable_grad():
+            if not x.requires_grad:
+                x = x.detach().requires_grad_(True)
+            S = self.score(x, s)
+            div = divergence(S, x, create_graph=train)
+        f = -0.5 * self.beta * (x + S)
+        dv = -0.5 * self.beta * (self.d + div)
+        if not train:
+            f, dv = f.detach(), dv.detach()
+        return [f, dv]
+
+    def log_density(self, x: torch.Tensor, s: torch.Tensor, nsteps: int) -> tuple:
+        """log η_s(x) = log η_T(x_T) + ∫_s^T ∇·f dσ along the probability-flow ODE."""
+        sT = torch.full_like(s, self.T)
+        xT, acc = rk4(lambda ss, y: self.pf_rhs(ss, y[0]), [x, torch.zeros_like(s)], s, sT, nsteps)
+        xTn = xT.detach().cpu().numpy().astype(float)
+        return _np_logpdf(self.problem.rho0, xTn) + acc.detach().cpu().numpy().astype(float), xTn
+
+    def evaluate_grid(self, grid: Grid, nsteps: int | None = None, chunk: int = 20000, density: bool = True) -> tuple:
+        """ρ_t = model η_{T-t} (probability-flow likelihood), φ = -log ρ_t, score, velocity β s_θ."""
+        nsteps = nsteps or self.nsteps
+        pts = grid.points().reshape(-1, self.d)
+        svals = np.maximum(self.T - grid.t, self.eps)
+        ss = np.repeat(svals, pts.shape[0])
+        xx = np.tile(pts, (grid.t.size, 1))
+        logr = np.full(ss.size, np.nan)
+        sc = np.empty((ss.size, self.d))
+        for a in range(0, ss.size, chunk):
+            b = min(a + chunk, ss.size)
+            x, s = self._tensor(xx[a:b]), self._tensor(ss[a:b])
+            with torch.no_grad():
+                sc[a:b] = self.score(x, s).cpu().numpy()
+                if density:
+                    logr[a:b] = self.log_density(x, s, nsteps)[0]
+        shape = (grid.t.size,) + grid.shape
+        rho = np.exp(logr).reshape(shape)
+        sc = sc.reshape(shape + (self.d,))
+        return rho, -logr.reshape(shape), {"score": sc, "velocity": self.beta * sc}
+
+    def trajectories(self, x0, nt: int, substeps: int | None = None) -> np.ndarray:
+        """Probability-flow ODE paths in generative time t = T - s (s from T to ε); (nt+1, N, d)."""
+        x = self._tensor(x0)
+        sub = substeps or max(1, math.ceil(self.nsteps / nt))
+        sgrid = np.linspace(self.T, self.eps, nt + 1)
+        out = [x.cpu().numpy()]
+        f = lambda s, y: [self.pf_rhs(s, y[0])[0]]  # noqa: E731
+        with torch.no_grad():
+            for j in range(nt):
+                sa = torch.full((x.shape[0],), sgrid[j], dtype=x.dtype, device=x.device)
+                x = rk4(f, [x], sa, torch.full_like(sa, sgrid[j + 1]), sub)[0]
+                out.append(x.cpu().numpy())
+        return np.stack(out)
+
+
+class HJBScoreModel(ScoreModel):
+    """The HJB-regularised score model: :class:`ScoreModel` with α_HJB = 1 by default."""
+
+    name = "hjb-sgm"
+
+    def __init__(self, problem, alpha_hjb: float = 1.0, **kw):
+        super().__init__(problem, alpha_hjb=alpha_hjb, **kw)
+
+
+# --------------------------------------------------------------------------
+# neural Wasserstein gradient flow (JKO chain)
+# --------------------------------------------------------------------------
+
+
+class NeuralWGF(NeuralModel):
+    r"""JKO chain of OT-Flow blocks for the gradient flow of KL(ρ‖π) (DESIGN §3.3).
+
+    Block k (k = 0..K-1, K = T/τ) is an OT-Flow potential Φ_k on [0, τ] with
+    λ = 1 and terminal cost KL(·‖π): it is trained, with the earlier blocks
+    frozen, on samples of ρ₀ pushed through blocks 0..k-1, with the loss
+
+        α_L ∫(1/2)|∇Φ_k|² dt + α_C (-log π(x_τ) - ℓ_τ) + α_R ∫|-∂tΦ_k + |∇Φ_k|²/2| dt
+
+    (E log ρ_{kτ} is a constant of the block). Block k is trained during steps
+    [k·S, (k+1)·S), S = ``steps_per_block``. On the grid, φ(x, t) = Φ_k(x, t - kτ)
+    ≈ log(ρ_t/π) + const, v = -∇φ.
+
+    Hyper-parameters: width (32), nlayers (2), rank, nsteps (4 RK4 steps per
+    block), alpha_L, alpha_C, alpha_R (1), steps_per_block (set by train).
+    """
+
+    name = "wgf"
+    families = ("wgf",)
+    graph_safe = False  # the active block changes with the step
+
+    def __init__(self, problem, width: int = 32, nlayers: int = 2, rank: int | None = None, nsteps: int = 4,
+                 alpha_L: float = 1.0, alpha_C: float = 1.0, alpha_R: float = 1.0, steps_per_block: int = 100):
+        super().__init__(problem, width=width, nlayers=nlayers, rank=rank, nsteps=nsteps, alpha_L=alpha_L,
+                         alpha_C=alpha_C, alpha_R=alpha_R, steps_per_block=steps_per_block)
+        tau = float(problem.params["tau"])
+        K = int(round(problem.T / tau))
+        if K < 1 or abs(K * tau - problem.T) > 1e-9 * problem.T:
+            raise ValueError(f"T={problem.T} is not a whole number of JKO steps tau={tau}; expected T = K·tau")
+        if steps_per_block < 1:
+            raise ValueError(f"steps_per_block={steps_per_block}; expected >= 1")
+        self.tau, self.K = tau, K
+        self.lam = 1.0
+        self.blocks = nn.ModuleList([PotentialNet(self.d, width, nlayers, rank) for _ in range(K)])
+        self.ref = TorchMixture(require_mixture(problem.reference, "reference π"))
+        self.nsteps = int(nsteps)
+        self.steps_per_block = int(steps_per_block)
+        self.alpha = (float(alpha_L), float(alpha_C), float(alpha_R))
+
+    def active_block(self, step: int) -> int:
+        return min(step // self.steps_per_block, self.K - 1)
+
+    def _push(self, x, k0: int, k1: int):
+        """Push x through full blocks k0..k1-1 (forward in time)."""
+        for k in range(k0, k1):
+            z = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+            x = rk4(lambda t, y, k=k: _potential_rhs(self.blocks[k], t, y[0], 1.0, False)[:1], [x], z, z + self.tau,
+                    self.nsteps)[0]
+        return x
+
+    def loss(self, batch: dict, step: int = 0):
+        k = self.active_block(step)
+        x = batch["x"]
+        with torch.no_grad():
+            x = self._push(x, 0, k)
+        z = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        xT, ell, L, R = rk4(lambda t, y: _potential_rhs(self.blocks[k], t, y[0], 1.0, True), [x, z, z, z], z,
+                            z + self.tau, self.nsteps)
+        nll = -self.ref.logpdf(xT) - ell
+        aL, aC, aR = self.alpha
+        parts = {"kinetic": L.mean(), "nll": nll.mean(), "hjb": R.mean(), "block": torch.full((), float(k), dtype=x.dtype, device=x.device)}
+        return aL * parts["kinetic"] + aC * parts["nll"] + aR * parts["hjb"], parts
+
+    def _locate(self, t: np.ndarray):
+        k = np.minimum(np.floor(t / self.tau + 1e-9).astype(int), self.K - 1)
+        return k, t - k * self.tau
+
+    def log_density(self, x, t, nsteps):
+        tn = t.detach().cpu().numpy()
+        k, tl = self._locate(tn)
+        logr = np.empty(tn.size)
+        x0 = np.empty((tn.size, self.d))
+        for kk in np.unique(k):
+            idx = np.nonzero(k == kk)[0]
+            xi = x[idx]
+            tli = self._tensor(tl[idx])
+            zero = torch.zeros_like(tli)
+            acc = torch.zeros_like(tli)
+            xi, a = rk4(lambda tt, y, kk=kk: _potential_rhs(self.blocks[kk], tt, y[0], 1.0, False), [xi, acc], tli,
+                        zero, nsteps)
+            acc = acc + a
+            for j in range(kk - 1, -1, -1):
+                xi, a = rk4(lambda tt, y, j=j: _potential_rhs(self.blocks[j], tt, y[0], 1.0, False),
+                            [xi, torch.zeros_like(tli)], zero + self.tau, zero, nsteps)
+                acc = acc + a
+            xn = xi.detach().cpu().numpy().astype(float)
+            x0[idx] = xn
+            logr[idx] = _np_logpdf(self.problem.rho0, xn) + acc.detach().cpu().numpy()
+        return logr, x0
+
+    def potential(self, x, t):
+        tn = t.detach().cpu().numpy()
+        k, tl = self._locate(tn)
+        phi = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+        v = torch.empty_like(x)
+        for kk in np.unique(k):
+            idx = torch.as_tensor(np.nonzero(k == kk)[0], device=x.device)
+            p, g, _ = self.blocks[kk].grad_lap(x[idx], self._tensor(tl[idx.cpu().numpy()]), need_lap=False)
+            phi[idx] = p
+            v[idx] = -g[:, :-1]
+        return phi, v
+
+    def rhs(self, t, x, costs: bool):
+        """Velocity of the chained flow at global times t (N,)."""
+        tn = t.detach().cpu().numpy()
+        k, tl = self._locate(tn)
+        v = torch.empty_like(x)
+        dv = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+        for kk in np.unique(k):
+            idx = torch.as_tensor(np.nonzero(k == kk)[0], device=x.device)
+            out = _potential_rhs(self.blocks[kk], self._tensor(tl[idx.cpu().numpy()]), x[idx], 1.0, False)
+            v[idx], dv[idx] = out[0], out[1]
+        return [v, dv]
+
+    def trajectories(self, x0, nt: int, substeps: int | None = None) -> np.ndarray:
+        """Paths through the chain at t_j = jT/nt; steps never straddle a block boundary
+        when nt is a multiple of K (otherwise the field jumps inside an RK4 step)."""
+        return super().trajectories(x0, nt, substeps or max(1, math.ceil(self.nsteps * self.K / nt)))
+
+
+MODELS = {"otflow": OTFlow, "ffjord": FFJORD, "sgm": ScoreModel, "hjb-sgm": HJBScoreModel, "wgf": NeuralWGF}
+
+
+def get_model(name: str):
+    """The model class registered under ``name``; an unknown name lists the valid ones."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
+    return MODELS[name]

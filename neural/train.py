@@ -1,0 +1,570 @@
+"""One training loop for every model: devices, dtypes, seeds, checkpoints, guards, fast GPU path.
+
+- Device: ``None``/"auto" → CUDA when available, else CPU; a device that does
+  not exist is a clear error.
+- Seeds: parameters are initialised under ``torch.manual_seed(seed)`` inside
+  a forked RNG (the global RNG is untouched); batch ``k`` is drawn from
+  ``numpy.random.default_rng([seed, k])``. A batch therefore depends only on
+  (seed, step), which makes a resumed run take exactly the steps of an
+  uninterrupted one (the Adam state is in the checkpoint).
+- Checkpoints (``out_dir/checkpoint.pt``) are written atomically and read
+  with ``torch.load(weights_only=True)``; see :func:`load_checkpoint` for the
+  format. Resuming continues from the saved step.
+- NaN/Inf guard: a non-finite loss or gradient stops training with
+  :class:`NonFiniteLossError`; the checkpoint on disk is the last good state.
+- Fast path (``fast="auto"``: CUDA only): the whole step (loss, backward,
+  Adam) is captured once as a CUDA graph and replayed; the losses are read
+  back every ``sync_every`` steps. CPU runs eagerly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pde.io import FILE_FAMILIES, atomic_path, problem_from_dict
+
+from ._compat import progress as _progress
+from .models import NeuralModel, get_model
+
+__all__ = ["train", "TrainResult", "load", "load_checkpoint", "resolve_device", "resolve_dtype",
+           "NonFiniteLossError", "CheckpointError", "problem_spec", "CKPT_FORMAT"]
+
+CKPT_FORMAT = "mfglab.neural.checkpoint"
+CKPT_VERSION = 1
+CKPT_NAME = "checkpoint.pt"
+
+# training defaults per model: batch size and Adam learning rate
+TRAIN_DEFAULTS = {
+    "otflow": {"batch": 1024, "lr": 2e-2},
+    "ffjord": {"batch": 1024, "lr": 5e-3},
+    "sgm": {"batch": 1024, "lr": 2e-3},
+    "hjb-sgm": {"batch": 1024, "lr": 2e-3},
+    "wgf": {"batch": 1024, "lr": 2e-2},
+}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/Inf loss or gradient."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used (corrupt, another model, another problem)."""
+
+
+# --------------------------------------------------------------------------
+# devices and dtypes
+# --------------------------------------------------------------------------
+
+
+def resolve_device(device=None) -> torch.device:
+    """``None``/"auto" → cuda if available else cpu; validate anything else."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device={device!r} is not a device name; expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but CUDA is not available here (torch {torch.__version__}, "
+                             f"CUDA build {torch.version.cuda}); use device='cpu' or 'auto'")
+        n = torch.cuda.device_count()
+        idx = 0 if dev.index is None else dev.index
+        if idx >= n:
+            raise ValueError(f"device={device!r} does not exist; this machine has {n} CUDA device(s): "
+                             f"{', '.join(f'cuda:{i}' for i in range(n))}")
+        return torch.device("cuda", idx)
+    raise ValueError(f"device={device!r} is not supported; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+_DTYPES = {"float32": torch.float32, "float": torch.float32, "single": torch.float32,
+           "float64": torch.float64, "double": torch.float64}
+
+
+def resolve_dtype(dtype) -> torch.dtype:
+    if dtype in (torch.float32, torch.float64):
+        return dtype
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise ValueError(f"dtype={dtype!r}; expected 'float32' or 'float64'")
+
+
+def _dtype_name(dt: torch.dtype) -> str:
+    return "float64" if dt == torch.float64 else "float32"
+
+
+# --------------------------------------------------------------------------
+# problems in checkpoints
+# --------------------------------------------------------------------------
+
+
+def problem_spec(problem) -> dict | None:
+    """A problem-file dict that rebuilds ``problem`` (None for custom problems or non-serialisable laws)."""
+    if problem.family not in FILE_FAMILIES:
+        return None
+    try:
+        spec = {"family": problem.family, "name": problem.name, "T": problem.T,
+                "domain": [list(d) for d in problem.domain], "boundary": problem.boundary,
+                "data": problem.data.to_dict(), "grid": {"n": list(problem.n), "nt": problem.nt}}
+        if problem.family in ("otflow", "wgf"):
+            spec["reference"] = problem.reference.to_dict()
+        if problem.family == "otflow":
+            spec.update(nu=problem.nu, lam=problem.lam)
+        elif problem.family == "sgm":
+            spec["beta"] = float(problem.params["beta"])
+        elif problem.family == "wgf":
+            spec["tau"] = float(problem.params["tau"])
+        elif problem.family == "lq":
+            spec.update(nu=problem.nu, lam=problem.lam, q=problem.params["q"], qT=problem.params["qT"])
+        rebuilt = problem_from_dict(spec, where="checkpoint")
+    except (NotImplementedError, ValueError, TypeError, AttributeError):
+        return None
+    return spec if rebuilt.fingerprint() == problem.fingerprint() else None
+
+
+# --------------------------------------------------------------------------
+# results and checkpoints
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns (and :func:`load` rebuilds).
+
+    Attributes:
+        model: the trained model (in eval mode).
+        problem: the problem it was trained on.
+        model_name: registry name.
+        losses: (steps,) loss per step.
+        parts: loss components per step, name → (steps,).
+        wall_time: seconds of training (summed over resumed sessions).
+        checkpoint: path of the checkpoint (None without ``out_dir``).
+        step: number of completed steps.
+        seed, device, dtype: as used.
+        config: model hyper-parameters; train_config: batch, lr, fast path used.
+    """
+
+    model: NeuralModel
+    problem: object
+    model_name: str
+    losses: np.ndarray
+    parts: dict
+    wall_time: float
+    checkpoint: Path | None
+    step: int
+    seed: int
+    device: str
+    dtype: str
+    config: dict
+    train_config: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        last = self.losses[-min(50, len(self.losses)):].mean() if len(self.losses) else float("nan")
+        return (f"{self.model_name} on {self.problem.name or self.problem.family}: {self.step} steps, "
+                f"mean loss of the last 50 steps {last:.4g}, {self.wall_time:.1f} s on {self.device} ({self.dtype})")
+
+
+def _save_checkpoint(path: Path, model, opt, *, name, config, problem, step, losses, parts, seed, dtype, train_cfg,
+                     wall_time):
+    spec = problem_spec(problem)
+    obj = {
+        "format": CKPT_FORMAT,
+        "version": CKPT_VERSION,
+        "model": name,
+        "config": json.dumps(config, sort_keys=True),
+        "problem": json.dumps(spec) if spec is not None else "",
+        "problem_fingerprint": problem.fingerprint(),
+        "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optim": opt.state_dict() if opt is not None else {},
+        "step": int(step),
+        "losses": torch.as_tensor(np.asarray(losses, dtype=np.float64)),
+        "parts": {k: torch.as_tensor(np.asarray(v, dtype=np.float64)) for k, v in parts.items()},
+        "seed": int(seed),
+        "dtype": dtype,
+        "train": json.dumps(train_cfg, sort_keys=True),
+        "wall_time": float(wall_time),
+        "torch": str(torch.__version__),
+    }
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(obj, tmp)
+    return path
+
+
+def load_checkpoint(path, expect_model: str | None = None, map_location="cpu") -> dict:
+    """Read and validate a checkpoint written by :func:`train`.
+
+    Format: a dict with keys ``format`` (= "mfglab.neural.checkpoint"),
+    ``version``, ``model`` (registry name), ``config`` (JSON hyper-parameters),
+    ``problem`` (JSON problem-file dict, "" for custom problems),
+    ``problem_fingerprint``, ``state`` (model state_dict), ``optim`` (Adam
+    state_dict), ``step``, ``losses``/``parts`` (float64 tensors), ``seed``,
+    ``dtype``, ``train`` (JSON: batch, lr), ``wall_time``, ``torch``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: corrupt file, not a checkpoint, or another model.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for damaged files
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "Unpickler error" in ln), lines[0] if lines else "")
+        raise CheckpointError(f"{path}: corrupted or not a torch checkpoint readable with weights_only=True "
+                              f"({type(exc).__name__}: {why})") from None
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+        raise CheckpointError(f"{path}: not an mfglab neural checkpoint (expected format {CKPT_FORMAT!r})")
+    if ck.get("version") != CKPT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {ck.get('version')!r}; expected {CKPT_VERSION}")
+    missing = [k for k in ("model", "config", "state", "step", "losses", "seed", "dtype") if k not in ck]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+    if expect_model is not None and ck["model"] != expect_model:
+        raise CheckpointError(f"{path}: checkpoint holds model {ck['model']!r}; expected {expect_model!r}")
+    return ck
+
+
+def _build(cls, problem, config, seed, dev, dt):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls(problem, **config)
+    return model.to(device=dev, dtype=dt)
+
+
+def load(checkpoint, problem=None, device=None) -> TrainResult:
+    """Rebuild a trained model from a checkpoint file (or a run directory holding one).
+
+    Args:
+        checkpoint: path of ``checkpoint.pt`` or of the directory containing it.
+        problem: the problem (required for custom problems; otherwise read
+            from the checkpoint and, when given, checked against it).
+        device: as in :func:`train`.
+    """
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / CKPT_NAME
+    ck = load_checkpoint(path)
+    cls = get_model(ck["model"])
+    if problem is None:
+        if not ck.get("problem"):
+            raise CheckpointError(f"{path}: the problem was built in Python (custom); pass problem=...")
+        problem = problem_from_dict(json.loads(ck["problem"]), where=str(path))
+    elif problem.family != "custom" and ck.get("problem_fingerprint") not in (None, problem.fingerprint()):
+        raise CheckpointError(f"{path}: trained on another problem (fingerprint {ck['problem_fingerprint']}, "
+                              f"given {problem.fingerprint()})")
+    dev = resolve_device(device)
+    dt = resolve_dtype(ck["dtype"])
+    config = json.loads(ck["config"])
+    model = _build(cls, problem, config, ck["seed"], dev, dt)
+    try:
+        model.load_state_dict(ck["state"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit model {ck['model']!r} with config {config}: "
+                              f"{str(exc).splitlines()[0]}") from None
+    model.eval()
+    parts = {k: v.numpy() for k, v in ck.get("parts", {}).items()}
+    return TrainResult(model, problem, ck["model"], ck["losses"].numpy(), parts, float(ck.get("wall_time", 0.0)),
+                       path, int(ck["step"]), int(ck["seed"]), str(dev), ck["dtype"], config,
+                       json.loads(ck.get("train", "{}")))
+
+
+# --------------------------------------------------------------------------
+# step functions
+# --------------------------------------------------------------------------
+
+
+def _grads_finite(params) -> bool:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return True
+    norms = torch._foreach_norm(grads)
+    return bool(torch.isfinite(torch.stack(norms)).all())
+
+
+class _EagerStep:
+    """loss → backward → (guard) → Adam step, with a finiteness check before the update."""
+
+    def __init__(self, model, opt):
+        self.model, self.opt = model, opt
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def __call__(self, batch, step):
+        self.opt.zero_grad(set_to_none=True)
+        loss, parts = self.model.loss(batch, step)
+        loss.backward()
+        rec = torch.stack([loss.detach()] + [v.detach() for v in parts.values()])
+        ok = bool(torch.isfinite(rec).all()) and _grads_finite(self.params)
+        if ok:
+            self.opt.step()
+        return rec, list(parts), ok
+
+
+class _GraphStep:
+    """The whole step captured as a CUDA graph (static inputs, capturable Adam)."""
+
+    def __init__(self, model, opt, batch, step, warmup: int = 3):
+        self.model, self.opt = model, opt
+        self.static = {k: v.clone() for k, v in batch.items()}
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(warmup):  # autograd/cuBLAS initialisation on a side stream
+                opt.zero_grad(set_to_none=True)
+                loss, parts = model.loss(self.static, step)
+                loss.backward()
+        torch.cuda.current_stream().wait_stream(s)
+        opt.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            loss, parts = model.loss(self.static, step)
+            loss.backward()
+            opt.step()
+            self.rec = torch.stack([loss.detach()] + [v.detach() for v in parts.values()])
+        self.names = list(parts)
+
+    def __call__(self, batch, step):
+        for k, v in batch.items():
+            self.static[k].copy_(v, non_blocking=True)
+        self.graph.replay()
+        return self.rec.clone(), self.names, None
+
+
+# --------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------
+
+
+def _to_device(arrays: dict, dt, dev, step) -> dict:
+    out = {}
+    for k, a in arrays.items():
+        a = np.asarray(a, dtype=np.float64)
+        if not np.all(np.isfinite(a)):
+            bad = int((~np.isfinite(a)).sum())
+            raise ValueError(f"training batch {k!r} at step {step} holds {bad} NaN/Inf value(s); "
+                             "expected finite samples (check the data law)")
+        t = torch.from_numpy(a).to(dtype=dt)
+        if dev.type == "cuda":
+            t = t.pin_memory().to(dev, non_blocking=True)
+        out[k] = t
+    return out
+
+
+def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, device=None, dtype="float32",
+          out_dir=None, resume: bool = True, progress: bool = True, *, batch: int | None = None,
+          lr: float | None = None, schedule: str = "cosine", fast="auto", ckpt_every: int | None = None,
+          sync_every: int = 25, callback=None, callback_every: int = 100,
+          **hparams) -> TrainResult:
+    """Train a registered model on a problem.
+
+    Args:
+        problem: a :class:`pde.MFGProblem` of a family the model accepts.
+        model: a name in :data:`neural.MODELS`.
+        steps: total number of optimisation steps (a resumed run continues to it).
+        seed: seeds the initial weights and every batch (see the module docstring).
+        device: None/"auto", "cpu", "cuda", "cuda:N".
+        dtype: "float32" (default) or "float64".
+        out_dir: directory for ``checkpoint.pt`` (None: no checkpoint).
+        resume: continue from ``out_dir/checkpoint.pt`` when it exists.
+        progress: show a progress bar.
+        batch, lr: batch size and Adam learning rate (model defaults).
+        schedule: "cosine" (lr·(0.05 + 0.95·½(1 + cos πk/steps)) at step k) or "constant".
+        fast: "auto" (CUDA graph on CUDA when the model allows it), True, False.
+        ckpt_every: steps between checkpoints (default steps/10).
+        sync_every: steps between host reads of the loss on the fast path.
+        callback: ``callback(step, model) -> bool`` called every ``callback_every`` steps (its time is not
+            counted in ``wall_time``); a true return value stops training there (checkpoint saved).
+        **hparams: model hyper-parameters (see each model's docstring).
+
+    Returns:
+        :class:`TrainResult`.
+
+    Raises:
+        NonFiniteLossError: a NaN/Inf loss or gradient (the checkpoint keeps the last good state).
+    """
+    cls = get_model(model)
+    if not (isinstance(steps, (int, np.integer)) and steps >= 1):
+        raise ValueError(f"steps={steps!r}; expected an integer >= 1")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed={seed!r}; expected a non-negative integer")
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype)
+    defaults = TRAIN_DEFAULTS[model]
+    batch = int(batch or defaults["batch"])
+    lr = float(lr or defaults["lr"])
+    if batch < 1 or not lr > 0:
+        raise ValueError(f"batch={batch}, lr={lr}; expected batch >= 1 and lr > 0")
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule={schedule!r}; expected 'cosine' or 'constant'")
+    ckpt = Path(out_dir) / CKPT_NAME if out_dir is not None else None
+    ck = None
+    if ckpt is not None and resume and ckpt.exists():
+        ck = load_checkpoint(ckpt, expect_model=model)
+        saved = json.loads(ck["config"])
+        clash = {k: (saved.get(k), v) for k, v in hparams.items() if k in saved and saved[k] != v}
+        if clash or int(ck["seed"]) != int(seed) or ck["dtype"] != _dtype_name(dt):
+            raise CheckpointError(
+                f"{ckpt}: cannot resume: the checkpoint was trained with different settings "
+                f"(hyper-parameters saved vs given {clash}, seed {ck['seed']} vs {seed}, dtype {ck['dtype']} vs "
+                f"{_dtype_name(dt)}); use another out_dir or resume=False")
+        if problem.family != "custom" and ck.get("problem_fingerprint") != problem.fingerprint():
+            raise CheckpointError(f"{ckpt}: cannot resume: it was trained on another problem; "
+                                  "use another out_dir or resume=False")
+        hparams = {**saved, **hparams}
+    if model == "wgf" and "steps_per_block" not in hparams:
+        K = int(round(problem.T / float(problem.params["tau"])))
+        hparams["steps_per_block"] = max(1, math.ceil(steps / max(K, 1)))
+    net = _build(cls, problem, hparams, seed, dev, dt)
+    config = dict(net.config)
+
+    use_graph = dev.type == "cuda" and net.graph_safe and fast in ("auto", True)
+    if fast is True and not use_graph:
+        warnings.warn(f"fast path unavailable (device {dev}, model {model}); training eagerly", stacklevel=2)
+    # a tensor lr lets the captured graph see schedule updates
+    opt = torch.optim.Adam(net.parameters(), lr=torch.tensor(lr, device=dev) if use_graph else lr,
+                           capturable=use_graph)
+
+    def set_lr(k):
+        f = 1.0 if schedule == "constant" else 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * k / steps))
+        for g in opt.param_groups:
+            if torch.is_tensor(g["lr"]):
+                g["lr"].fill_(lr * f)
+            else:
+                g["lr"] = lr * f
+
+    start, losses, parts_hist, wall0 = 0, [], {}, 0.0
+    if ck is not None:
+        try:
+            net.load_state_dict(ck["state"])
+            opt.load_state_dict(ck["optim"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{ckpt}: weights do not fit model {model!r}: {str(exc).splitlines()[0]}") from None
+        # the saved groups carry the saving run's lr type and capturable flag: restore this run's
+        for g in opt.param_groups:
+            g["capturable"] = use_graph
+            lr_now = float(g["lr"])
+            g["lr"] = torch.tensor(lr_now, device=dev) if use_graph else lr_now
+        for st in opt.state.values():
+            if "step" in st and torch.is_tensor(st["step"]):
+                st["step"] = st["step"].to(device=dev if use_graph else "cpu", dtype=torch.float32)
+        start = int(ck["step"])
+        losses = ck["losses"].tolist()
+        parts_hist = {k: v.tolist() for k, v in ck.get("parts", {}).items()}
+        wall0 = float(ck.get("wall_time", 0.0))
+    train_cfg = {"batch": batch, "lr": lr, "schedule": schedule, "fast": "cuda-graph" if use_graph else "eager"}
+    ckpt_every = int(ckpt_every or max(1, steps // 10))
+    net.train()
+
+    def save(step_done, wall):
+        if ckpt is not None:
+            _save_checkpoint(ckpt, net, opt, name=model, config=config, problem=problem, step=step_done,
+                             losses=losses, parts=parts_hist, seed=seed, dtype=_dtype_name(dt),
+                             train_cfg=train_cfg, wall_time=wall)
+
+    eager = _EagerStep(net, opt)
+    graph = None
+    pending = []  # (step, device record) not yet read back (fast path)
+    last_saved = start
+    bar = _progress(steps, initial=start, desc=f"train {model}", disable=not progress)
+    t0 = time.perf_counter()
+    step = start
+
+    def flush():
+        """Read pending losses; raise on a non-finite one (fast path)."""
+        nonlocal pending
+        if not pending:
+            return 0
+        count = len(pending)
+        recs = torch.stack([r for _, r in pending]).cpu().numpy()
+        names = graph.names
+        for (k, _), r in zip(pending, recs):
+            if not np.all(np.isfinite(r)):
+                pending = []
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {k} ({dict(zip(['loss'] + names, r.tolist()))}); training stopped. "
+                    f"The last good checkpoint is {ckpt} (step {last_saved})" if ckpt else
+                    f"non-finite loss at step {k}; training stopped (no out_dir, nothing saved)")
+            losses.append(float(r[0]))
+            for n, v in zip(names, r[1:]):
+                parts_hist.setdefault(n, []).append(float(v))
+        pending = []
+        return count
+
+    try:
+        while step < steps:
+            rng = np.random.default_rng([int(seed), int(step)])
+            batch_t = _to_device(net.draw(batch, rng, step), dt, dev, step)
+            set_lr(step)
+            if use_graph and graph is None and step - start >= 3:
+                try:
+                    graph = _GraphStep(net, opt, batch_t, step)
+                except Exception as exc:  # noqa: BLE001 - any capture failure falls back to eager
+                    warnings.warn(f"CUDA-graph capture failed ({type(exc).__name__}: {exc}); training eagerly",
+                                  stacklevel=2)
+                    use_graph = False
+                    train_cfg["fast"] = "eager (capture failed)"
+                    torch.cuda.synchronize()
+            if graph is not None:
+                rec, names, _ = graph(batch_t, step)
+                pending.append((step, rec))
+                step += 1
+                if len(pending) >= sync_every or step == steps or step % ckpt_every == 0:
+                    bar.update(flush())
+                    bar.set_postfix_str(f"loss {losses[-1]:.4g}")
+            else:
+                rec, names, ok = eager(batch_t, step)
+                r = rec.cpu().numpy()
+                if not ok:
+                    msg = dict(zip(["loss"] + names, r.tolist()))
+                    save(step, wall0 + time.perf_counter() - t0)  # the current weights are the last good ones
+                    raise NonFiniteLossError(
+                        f"non-finite loss or gradient at step {step} ({msg}); training stopped before the update. "
+                        + (f"The last good state (step {step}) is saved in {ckpt}" if ckpt else
+                           "No out_dir: nothing saved") + "; lower lr or check the data")
+                losses.append(float(r[0]))
+                for n, v in zip(names, r[1:]):
+                    parts_hist.setdefault(n, []).append(float(v))
+                step += 1
+                bar.update(1)
+                if step % 10 == 0 or step == steps:
+                    bar.set_postfix_str(f"loss {losses[-1]:.4g}")
+            stop = False
+            if callback is not None and step % callback_every == 0:
+                if graph is not None:
+                    bar.update(flush())
+                tc = time.perf_counter()
+                net.eval()
+                stop = bool(callback(step, net))
+                net.train()
+                t0 += time.perf_counter() - tc  # callback time is not training time
+            if ckpt is not None and (step % ckpt_every == 0 or step == steps or stop) and not pending:
+                save(step, wall0 + time.perf_counter() - t0)
+                last_saved = step
+            if stop:
+                break
+    except KeyboardInterrupt:
+        if graph is not None:
+            torch.cuda.synchronize()
+            flush()
+        save(len(losses), wall0 + time.perf_counter() - t0)  # every completed step, all of them finite
+        bar.close()
+        raise
+    finally:
+        bar.close()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    wall = wall0 + time.perf_counter() - t0
+    net.eval()
+    return TrainResult(net, problem, model, np.asarray(losses), {k: np.asarray(v) for k, v in parts_hist.items()},
+                       wall, ckpt, step, int(seed), str(dev), _dtype_name(dt), config, train_cfg)
