@@ -92,19 +92,111 @@ def _run_solve(args) -> int:
     return 0
 
 
-# --------------------------------------------------------------------- demo (placeholder figure)
+# --------------------------------------------------------------------- cases
+
+def _add_cases(sub):
+    p = sub.add_parser("cases", help="list the named verification cases")
+    p.add_argument("--json", action="store_true", help="print the registry as JSON")
+    p.set_defaults(func=_run_cases)
+
+
+def _run_cases(args) -> int:
+    from .cases import format_cases, list_cases
+
+    if args.json:
+        import json
+
+        print(json.dumps([c.to_dict() for c in list_cases()], indent=2))
+    else:
+        print(format_cases())
+    return 0
+
+
+# --------------------------------------------------------------------- verify / demo
+
+def _add_verify(sub):
+    p = sub.add_parser("verify", help="PDE truth vs a neural flow on a named case → report folder",
+                       description="Solve the case's truth (cached), train or resume its neural model "
+                                   "(checkpointed), measure both at several times and write a report folder: "
+                                   "report.md, report.html, figures, metrics.json, provenance.")
+    p.add_argument("case", help="case name (see `mfglab cases`)")
+    p.add_argument("--model", default=None, help="neural model (default: the case's)")
+    p.add_argument("--budget", type=int, default=None, help="training steps (default: the case's)")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--truth", default=None, help="truth route: exact | fd | fe (default: the case's first)")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default out/verify-CASE)")
+    p.add_argument("--cache", type=Path, default=None, help="cache folder for truths and checkpoints")
+    p.add_argument("--force", action="store_true", help="replace the report folder if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_verify)
+
+
+def _run_verify(args) -> int:
+    from .verify import DEFAULT_CACHE, run_verify
+
+    out = args.out or Path("out") / f"verify-{args.case}"
+    run_verify(args.case, out, model=args.model, budget=args.budget, device=args.device, seed=args.seed,
+               force=args.force, cache_dir=args.cache or DEFAULT_CACHE, truth_route=args.truth,
+               progress=not args.quiet)
+    return 0
+
+
+DEFAULT_CASE = "otflow-gaussian-1d"
+
 
 def _add_demo(sub):
-    p = sub.add_parser("demo", help="run the main job on its default case")
-    p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
-    p.add_argument("--force", action="store_true", help="replace the output folder if it exists")
+    p = sub.add_parser("demo", help=f"run `verify` on the default case ({DEFAULT_CASE})")
+    p.add_argument("--out", type=Path, default=Path("out/demo"), help="report folder (default out/demo)")
+    p.add_argument("--force", action="store_true", help="replace the report folder if it exists")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args) -> int:
-    from . import demo
+    from .verify import run_verify
 
-    return demo.run(args.out, force=args.force)
+    force = args.force or args.out == Path("out/demo")  # the default demo folder is always refreshed
+    path = run_verify(DEFAULT_CASE, args.out, force=force)
+    print(f"demo: open {path / 'report.html'} (or report.md)")
+    return 0
+
+
+# --------------------------------------------------------------------- converge
+
+def _add_converge(sub):
+    p = sub.add_parser("converge", help="refinement study of a solver on a case → report folder",
+                       description="Solve the case on K grids (h and Δt halved per level), measure errors "
+                                   "against the closed form, fit orders; writes a table, a log-log figure and JSON.")
+    p.add_argument("case", help="case name with a closed form (see `mfglab cases`)")
+    p.add_argument("--method", default="fd", help="fd | fe (default fd)")
+    p.add_argument("--levels", type=int, default=4, help="number of grids (default 4)")
+    p.add_argument("--n0", type=int, nargs="+", default=None, help="coarsest nodes per dimension")
+    p.add_argument("--nt0", type=int, default=None, help="coarsest number of time steps")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default out/converge-CASE-METHOD)")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=_run_converge)
+
+
+def _run_converge(args) -> int:
+    from .convergence import run_convergence
+
+    out = args.out or Path("out") / f"converge-{args.case}-{args.method}"
+    if out.exists() and not args.force:
+        raise CLIError(f"output folder {out} exists; pass --force to replace it")
+    res = run_convergence(args.case, args.method, args.levels, out_dir=out, n0=args.n0, nt0=args.nt0,
+                          force=args.force)
+    print(res.table)
+    print("fitted orders: " + ", ".join(f"{k} {v:.2f}" for k, v in res.orders.items() if v is not None))
+    print(f"report: {out}")
+    return 0
+
+
+# --------------------------------------------------------------------- train (neural)
+
+def _add_train(sub):
+    from neural.cli import add_train_parser
+
+    add_train_parser(sub)
 
 
 # --------------------------------------------------------------------- main
@@ -113,7 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mfglab", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
     sub.required = True
+    _add_cases(sub)
     _add_solve(sub)
+    _add_train(sub)
+    _add_verify(sub)
+    _add_converge(sub)
     _add_demo(sub)
     return parser
 
@@ -123,9 +219,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from pde.io import ProblemFileError
 
+    from .cases import UnknownCase
+
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ProblemFileError, FileExistsError) as exc:
+    except (CLIError, ProblemFileError, FileExistsError, UnknownCase) as exc:
         print(f"mfglab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
