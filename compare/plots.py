@@ -228,15 +228,29 @@ def metrics_figure(result: Mapping, names: Sequence[str] | None = None, suptitle
 
 
 def training_figure(history, suptitle: str | None = "training"):
-    """Loss curves: ``history`` is a list of numbers or {name: list} (one value per step)."""
+    """Loss curves: ``history`` is a list of numbers or {name: list} (one value per step).
+
+    Long histories are drawn faint with a running mean on top (window ≈ 1/50
+    of the run); short ones with markers. Log scale when every value is positive.
+    """
     if not isinstance(history, Mapping):
         history = {"loss": history}
-    fig, ax = plt.subplots(figsize=(5.5, 3.4), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(5.8, 3.6), constrained_layout=True)
     allpos = True
-    for name, vals in history.items():
-        v = np.asarray(vals, float)
-        ax.plot(np.arange(1, v.size + 1), v, lw=1.0, label=name)
-        allpos &= bool(np.all(v[np.isfinite(v)] > 0))
+    for i, (name, vals) in enumerate(history.items()):
+        v = np.asarray(vals, float).reshape(-1)
+        if v.size == 0:
+            continue
+        steps = np.arange(1, v.size + 1)
+        fin = np.isfinite(v)
+        allpos &= bool(np.all(v[fin] > 0))
+        if v.size > 200:
+            w = max(2, v.size // 50)
+            ax.plot(steps, v, lw=0.5, alpha=0.25, color=f"C{i}")
+            run = np.convolve(np.where(fin, v, 0.0), np.ones(w) / w, mode="valid")
+            ax.plot(steps[w - 1:], run, lw=1.4, color=f"C{i}", label=f"{name} (running mean of {w})")
+        else:
+            ax.plot(steps, v, "o-" if v.size <= 50 else "-", ms=3, lw=1.0, color=f"C{i}", label=name)
     if allpos:
         ax.set_yscale("log")
     ax.set_xlabel("training step")
