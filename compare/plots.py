@@ -267,7 +267,7 @@ def trajectories_figure(traj: np.ndarray, t: np.ndarray | None = None, truth: MF
     """Particle paths: ``traj`` has shape (nt+1, N, d).
 
     1D: x(t) against t over the truth density ρ(x, t) (if given). 2D: paths
-    in the plane from ○ (t = 0) to × (t = T) over contours of ρ_truth(T).
+    in the plane from ○ (t = 0) to × (t = T) over ρ_truth(T) in grey.
     """
     traj = np.asarray(traj, float)
     if traj.ndim != 3 or traj.shape[2] not in (1, 2):
@@ -289,8 +289,13 @@ def trajectories_figure(traj: np.ndarray, t: np.ndarray | None = None, truth: MF
     else:
         if truth is not None:
             x, y = truth.axes
-            ax.contour(x, y, truth.rho[-1].T, levels=6, colors="0.6", linewidths=0.8)
-            ax.contour(x, y, truth.rho[0].T, levels=6, colors="0.8", linewidths=0.6, linestyles="dotted")
+            im = ax.pcolormesh(x, y, truth.rho[-1].T, shading="nearest", cmap="Greys", alpha=0.55)
+            fig.colorbar(im, ax=ax, shrink=0.8, label=f"ρ truth at t = {truth.t[-1]:.3g}")
+            box = _view_box(truth, [0, truth.t.size - 1])
+            lo = np.minimum([b[0] for b in box], np.percentile(traj[:, sel].reshape(-1, 2), 0.5, axis=0))
+            hi = np.maximum([b[1] for b in box], np.percentile(traj[:, sel].reshape(-1, 2), 99.5, axis=0))
+            ax.set_xlim(lo[0], hi[0])
+            ax.set_ylim(lo[1], hi[1])
         for i in sel:
             ax.plot(traj[:, i, 0], traj[:, i, 1], lw=0.6, alpha=0.6, color="C0")
         ax.plot(traj[0, sel, 0], traj[0, sel, 1], "o", ms=2.5, mfc="none", color="k", label=f"t = {t[0]:.3g}")
