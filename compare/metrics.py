@@ -700,7 +700,11 @@ def evaluate(truth: MFGSolution, model: MFGSolution, problem: MFGProblem, times=
                                     else "the model's density is not finite")
 
     # HJB residual
-    if has_phi and model.t.size >= 3:
+    wgf_reason = ("wgf: φ = log(ρ_t/π) is the velocity potential of the gradient flow, which solves no HJB "
+                  "of the MFG form over [0, T] (each JKO step does, on [0, τ])")
+    if problem.family == "wgf":
+        skipped["hjb_residual_l1"] = skipped["hjb_residual_max"] = skipped["hjb_residual_truth_l1"] = wgf_reason
+    elif has_phi and model.t.size >= 3:
         # the coupling f(x, ρ) uses the model's own density (the truth's when the model has none)
         rho_c = model.rho if np.all(np.isfinite(model.rho)) else truth.rho
         R, interior = hjb_residual(model.phi, rho_c, model.t, axes, problem)
@@ -709,7 +713,7 @@ def evaluate(truth: MFGSolution, model: MFGSolution, problem: MFGProblem, times=
         metrics["hjb_residual_max"] = _series(tsel, [e[1] for e in hs], "max of |HJB residual| on R_t")
     else:
         skipped["hjb_residual_l1"] = skipped["hjb_residual_max"] = "the model has no potential on all time levels"
-    if truth_phi and truth.t.size >= 3:
+    if truth_phi and truth.t.size >= 3 and problem.family != "wgf":
         R, interior = hjb_residual(truth.phi, truth.rho, truth.t, axes, problem)
         hs = [_hjb_summary(R[k], interior, truth.rho[k], floor) for k in idx]
         metrics["hjb_residual_truth_l1"] = _series(tsel, [e[0] for e in hs],
