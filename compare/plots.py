@@ -112,8 +112,13 @@ def fields_figure(truth: MFGSolution, model: MFGSolution | None = None, times=No
     if truth.dim == 1:
         x = truth.axes[0]
         nrow = 2 if model is not None else 1
-        fig, axs = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 2.6 * nrow + 0.5), squeeze=False,
-                                sharex=True, constrained_layout=True)
+        H = 2.6 * nrow + 0.5 + (0.3 if suptitle else 0.0)
+        W = 3.0 * ncol + 0.5
+        # margins in inches (a fixed layout: the constrained-layout solver costs seconds per figure)
+        fig, axs = plt.subplots(nrow, ncol, figsize=(W, H), squeeze=False, sharex=True,
+                                gridspec_kw=dict(left=0.8 / W, right=1 - 0.15 / W, bottom=0.55 / H,
+                                                 top=1 - (0.4 + (0.3 if suptitle else 0.0)) / H,
+                                                 wspace=0.3, hspace=0.35))
         for j, (k, km) in enumerate(zip(ks, kms)):
             ft, fm = pair(k, km)
             ax = axs[0, j]
@@ -199,7 +204,12 @@ def metrics_figure(result: Mapping, names: Sequence[str] | None = None, suptitle
                                                                      "hjb_residual_truth_l1")]
     ncol = min(3, max(1, len(names)))
     nrow = math.ceil(len(names) / ncol)
-    fig, axs = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.6 * nrow + 0.3), squeeze=False, constrained_layout=True)
+    # a fixed layout: the constrained-layout solver costs seconds per figure on a small CPU
+    H = 2.6 * nrow + 0.3 + (0.3 if suptitle else 0.0)
+    W = 3.6 * ncol + 0.3
+    fig, axs = plt.subplots(nrow, ncol, figsize=(W, H), squeeze=False,
+                            gridspec_kw=dict(left=0.75 / W, right=1 - 0.15 / W, bottom=0.5 / H,
+                                             top=1 - (0.35 + (0.3 if suptitle else 0.0)) / H, wspace=0.35, hspace=0.55))
     partner = {"w2_samples": ("w2_sample_floor", "noise floor"), "kinetic_energy_model": ("kinetic_energy_truth", "truth"),
                "hjb_residual_l1": ("hjb_residual_truth_l1", "truth (discretisation)")}
     for ax, name in zip(axs.flat, names):
