@@ -126,26 +126,26 @@ def _add_verify(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--truth", default=None, help="truth route: exact | fd | fe (default: the case's first)")
     p.add_argument("--out", type=Path, default=None, help="report folder (default out/verify-CASE)")
-    p.add_argument("--cache", type=Path, default=None, help="cache folder for truths and checkpoints")
+    p.add_argument("--work", type=Path, default=None,
+                   help="truth cache and training checkpoints (default: OUT.work beside the report)")
     p.add_argument("--force", action="store_true", help="replace the report folder if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_verify)
 
 
 def _run_verify(args) -> int:
-    from .verify import DEFAULT_CACHE, run_verify
+    from .verify import run_verify
 
     out = args.out or Path("out") / f"verify-{args.case}"
-    run_verify(args.case, out, model=args.model, budget=args.budget, device=args.device, seed=args.seed,
-               force=args.force, cache_dir=args.cache or DEFAULT_CACHE, truth_route=args.truth,
-               progress=not args.quiet)
+    res = run_verify(args.case, out, model=args.model, budget=args.budget, device=args.device, seed=args.seed,
+                     force=args.force, work_dir=args.work, truth_method=args.truth, progress=not args.quiet)
+    print(f"verify: report written to {res.out_dir} ({res.wall_time_s:.0f} s)")
     return 0
 
 
-DEFAULT_CASE = "otflow-gaussian-1d"
-
-
 def _add_demo(sub):
+    from .cases import DEFAULT_CASE
+
     p = sub.add_parser("demo", help=f"run `verify` on the default case ({DEFAULT_CASE})")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="report folder (default out/demo)")
     p.add_argument("--force", action="store_true", help="replace the report folder if it exists")
@@ -153,11 +153,13 @@ def _add_demo(sub):
 
 
 def _run_demo(args) -> int:
+    from .cases import DEFAULT_CASE
     from .verify import run_verify
 
     force = args.force or args.out == Path("out/demo")  # the default demo folder is always refreshed
-    path = run_verify(DEFAULT_CASE, args.out, force=force)
-    print(f"demo: open {path / 'report.html'} (or report.md)")
+    res = run_verify(DEFAULT_CASE, args.out, force=force)
+    print(f"demo: {DEFAULT_CASE} verified in {res.wall_time_s:.0f} s")
+    print(f"demo: open {res.out_dir / 'report.html'} (or report.md in the same folder)")
     return 0
 
 
@@ -219,11 +221,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from pde.io import ProblemFileError
 
+    from pde.exact import NoClosedForm
+
     from .cases import UnknownCase
 
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ProblemFileError, FileExistsError, UnknownCase) as exc:
+    except (CLIError, ProblemFileError, FileExistsError, UnknownCase, NoClosedForm) as exc:
         print(f"mfglab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -405,13 +405,19 @@ def score_error(s_model: np.ndarray, s_truth: np.ndarray, rho_truth: np.ndarray,
     return float(err), float(err / ref) if ref > 0 else math.nan
 
 
-def kinetic_energy(sol: MFGSolution, lam: float, boundary: str = "reflecting") -> tuple[np.ndarray, float]:
+def kinetic_energy(sol: MFGSolution, lam: float, boundary: str = "reflecting",
+                   rho: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """K(t) = ∫ (λ/2)|v|² ρ dx with v = -∇φ/λ (or ``extras['velocity']``).
 
-    Returns (K at every time level (nt+1,), ∫₀ᵀ K dt by the trapezoid rule).
+    ``rho`` (nt+1, *grid) replaces the solution's own density (for a model
+    evaluated without one). Returns (K at every time level (nt+1,),
+    ∫₀ᵀ K dt by the trapezoid rule).
     """
     vol = sol.cell_volume
-    rho = np.clip(sol.rho, 0.0, None)
+    rho = np.asarray(sol.rho if rho is None else rho, dtype=float)
+    if not np.all(np.isfinite(rho)):
+        raise ValueError("the density weighting the kinetic energy is not finite; pass rho=")
+    rho = np.clip(rho, 0.0, None)
     if "velocity" in sol.extras:
         v = np.asarray(sol.extras["velocity"], dtype=float)
     else:
@@ -527,7 +533,7 @@ def _series(times, values, description: str) -> dict:
 
 def evaluate(truth: MFGSolution, model: MFGSolution, problem: MFGProblem, times=None, *,
              n_times: int = 5, floor: float = DEFAULT_FLOOR, kl_floor: float = DEFAULT_KL_FLOOR,
-             w2_max_nodes: int = 2500, samples=None, seed: int = 0) -> dict:
+             w2_max_nodes: int = 2500, samples=None, max_samples: int = 2000, seed: int = 0) -> dict:
     """Measure ``model`` against ``truth`` at several times.
 
     Args:
@@ -544,6 +550,8 @@ def evaluate(truth: MFGSolution, model: MFGSolution, problem: MFGProblem, times=
         samples: model samples at the chosen times: a mapping {t: (N, d)} or
             an array (len(times), N, d); then W2 from samples and its
             sample-noise floor are reported.
+        max_samples: larger sample sets are subsampled (without replacement)
+            to this size, since ``ot.emd2`` costs O(N³); the size used is reported.
         seed: seed of the truth samples used for the sample-based W2.
 
     Returns:
@@ -565,34 +573,40 @@ def evaluate(truth: MFGSolution, model: MFGSolution, problem: MFGProblem, times=
     info: dict = {"floor": floor, "kl_floor": kl_floor, "boundary": bnd, "grid": [a.size for a in axes]}
 
     P = [truth.rho[k] for k in idx]
-    Q = [model.rho[k] for k in midx]
-    metrics["l1"] = _series(tsel, [l1_distance(p, q, vol) for p, q in zip(P, Q)], "‖ρ_model - ρ_truth‖_L1")
-    metrics["tv"] = _series(tsel, [0.5 * v for v in metrics["l1"]["values"]], "total variation = L1/2")
-    metrics["hellinger"] = _series(tsel, [hellinger(p, q, vol) for p, q in zip(P, Q)], "Hellinger distance in [0, 1]")
-    metrics["kl_truth_model"] = _series(tsel, [kl_divergence(p, q, vol, kl_floor) for p, q in zip(P, Q)],
-                                        "KL(ρ_truth ‖ ρ_model) with floor")
-    metrics["kl_model_truth"] = _series(tsel, [kl_divergence(q, p, vol, kl_floor) for p, q in zip(P, Q)],
-                                        "KL(ρ_model ‖ ρ_truth) with floor")
-    metrics["mass_model"] = _series(tsel, [float(np.sum(q) * vol) for q in Q], "∫ρ_model")
-
-    # W2 on the grid
-    if d == 1:
-        w2 = [w2_1d(p, q, axes[0], "histogram") for p, q in zip(P, Q)]
-        info["w2"] = {"method": "exact quantile functions of the histogram densities",
-                      # each histogram is within W2 ≤ h of the density it samples (mass moved inside cells)
-                      "discretisation_bound": 2.0 * truth.h[0]}
+    has_rho = bool(np.all(np.isfinite(model.rho[midx])))
+    if not has_rho:
+        # e.g. a model evaluated without its (costly) density: the density metrics are not defined
+        for key in ("l1", "tv", "hellinger", "kl_truth_model", "kl_model_truth", "mass_model", "w2"):
+            skipped[key] = "the model's density is not finite (not computed?)"
     else:
-        w2, infos = [], []
-        for p, q in zip(P, Q):
-            v, inf = w2_grid(p, q, axes, max_nodes=w2_max_nodes)
-            w2.append(v)
-            infos.append(inf)
-        info["w2"] = {"method": infos[0]["method"], "coarsen": infos[0]["coarsen"],
-                      "coarsening_bound": infos[0]["coarsening_bound"],
-                      # atoms at the nodes: each measure is within sqrt(d)·h/2 of the density it samples
-                      "discretisation_bound": float(math.sqrt(d) * max(truth.h)),
-                      "nodes": [i["nodes"] for i in infos], "dropped_mass": max(i["dropped_mass"] for i in infos)}
-    metrics["w2"] = _series(tsel, w2, "W2(ρ_truth, ρ_model) on the grid")
+        Q = [model.rho[k] for k in midx]
+        metrics["l1"] = _series(tsel, [l1_distance(p, q, vol) for p, q in zip(P, Q)], "‖ρ_model - ρ_truth‖_L1")
+        metrics["tv"] = _series(tsel, [0.5 * v for v in metrics["l1"]["values"]], "total variation = L1/2")
+        metrics["hellinger"] = _series(tsel, [hellinger(p, q, vol) for p, q in zip(P, Q)], "Hellinger distance in [0, 1]")
+        metrics["kl_truth_model"] = _series(tsel, [kl_divergence(p, q, vol, kl_floor) for p, q in zip(P, Q)],
+                                            "KL(ρ_truth ‖ ρ_model) with floor")
+        metrics["kl_model_truth"] = _series(tsel, [kl_divergence(q, p, vol, kl_floor) for p, q in zip(P, Q)],
+                                            "KL(ρ_model ‖ ρ_truth) with floor")
+        metrics["mass_model"] = _series(tsel, [float(np.sum(q) * vol) for q in Q], "∫ρ_model")
+
+        # W2 on the grid
+        if d == 1:
+            w2 = [w2_1d(p, q, axes[0], "histogram") for p, q in zip(P, Q)]
+            info["w2"] = {"method": "exact quantile functions of the histogram densities",
+                          # each histogram is within W2 ≤ h of the density it samples (mass moved inside cells)
+                          "discretisation_bound": 2.0 * truth.h[0]}
+        else:
+            w2, infos = [], []
+            for p, q in zip(P, Q):
+                v, inf = w2_grid(p, q, axes, max_nodes=w2_max_nodes)
+                w2.append(v)
+                infos.append(inf)
+            info["w2"] = {"method": infos[0]["method"], "coarsen": infos[0]["coarsen"],
+                          "coarsening_bound": infos[0]["coarsening_bound"],
+                          # atoms at the nodes: each measure is within sqrt(d)·h/2 of the density it samples
+                          "discretisation_bound": float(math.sqrt(d) * max(truth.h)),
+                          "nodes": [i["nodes"] for i in infos], "dropped_mass": max(i["dropped_mass"] for i in infos)}
+        metrics["w2"] = _series(tsel, w2, "W2(ρ_truth, ρ_model) on the grid")
 
     # W2 from model samples, with the sample-noise floor
     if samples is not None:
@@ -610,7 +624,13 @@ def evaluate(truth: MFGSolution, model: MFGSolution, problem: MFGProblem, times=
                 raise ValueError(f"samples have shape {arr.shape}; expected ({len(tsel)}, N, {d}) for times {list(tsel)}")
             smp = list(arr)
         ws, wf = [], []
+        n_given = int(smp[0].shape[0])
         for p, X in zip(P, smp):
+            X = X.reshape(X.shape[0], -1)
+            if X.shape[1] != d:
+                raise ValueError(f"samples have dimension {X.shape[1]}; expected {d}")
+            if X.shape[0] > max_samples:
+                X = X[rng.choice(X.shape[0], size=max_samples, replace=False)]
             N = X.shape[0]
             Y1 = sample_density(p, axes, N, rng)
             Y2 = sample_density(p, axes, N, rng)
@@ -618,7 +638,8 @@ def evaluate(truth: MFGSolution, model: MFGSolution, problem: MFGProblem, times=
             wf.append(w2_samples(Y1, Y2))
         metrics["w2_samples"] = _series(tsel, ws, "W2(model samples, truth samples of the same size)")
         metrics["w2_sample_floor"] = _series(tsel, wf, "W2 between two independent truth sample sets (noise floor)")
-        info["w2_samples"] = {"n": int(smp[0].shape[0]), "seed": int(seed), "truth_sampler": "histogram of ρ_truth"}
+        info["w2_samples"] = {"n": int(min(n_given, max_samples)), "n_given": n_given, "seed": int(seed),
+                              "truth_sampler": "histogram of ρ_truth (cell by mass, uniform inside the cell)"}
     else:
         skipped["w2_samples"] = "no model samples given"
 
@@ -646,14 +667,22 @@ def evaluate(truth: MFGSolution, model: MFGSolution, problem: MFGProblem, times=
     # kinetic energy
     summary: dict = {}
     if has_phi or "velocity" in model.extras:
-        Km, Kmt = kinetic_energy(model, problem.lam, bnd)
+        if has_rho_all := bool(np.all(np.isfinite(model.rho))):
+            Km, Kmt = kinetic_energy(model, problem.lam, bnd)
+        else:
+            if model.t.size != truth.t.size or not np.allclose(model.t, truth.t):
+                raise ValueError("the model has no density and other time levels than the truth; "
+                                 "its kinetic energy cannot be weighted")
+            Km, Kmt = kinetic_energy(model, problem.lam, bnd, rho=truth.rho)
+        info["kinetic_energy_model"] = ("weighted by the model's density" if has_rho_all else
+                                        "weighted by the truth's density (the model has none)")
         metrics["kinetic_energy_model"] = _series(tsel, Km[midx], "∫(λ/2)|v|²ρ dx of the model")
         summary["kinetic_energy_model_total"] = _finite(Kmt)
     if truth_phi:
         Kt, Ktt = kinetic_energy(truth, problem.lam, bnd)
         metrics["kinetic_energy_truth"] = _series(tsel, Kt[idx], "∫(λ/2)|v|²ρ dx of the truth")
         summary["kinetic_energy_truth_total"] = _finite(Ktt)
-    if problem.nu == 0.0 and problem.drift is None:
+    if problem.nu == 0.0 and problem.drift is None and has_rho:
         T = float(truth.t[-1] - truth.t[0])
         if d == 1:
             w_t = w2_1d(truth.rho[0], truth.rho[-1], axes[0])
@@ -667,10 +696,16 @@ def evaluate(truth: MFGSolution, model: MFGSolution, problem: MFGProblem, times=
             summary["kinetic_ratio_model"] = _finite(Kmt / summary["kinetic_bound_model"])
         info["kinetic_bound"] = "Benamou–Brenier: ∫₀ᵀ∫(λ/2)|v|²ρ ≥ λ W₂²(ρ₀, ρ_T)/(2T), equality for the optimal flow"
     else:
-        skipped["kinetic_bound"] = "the Benamou–Brenier bound applies to nu = 0 and b = 0"
+        skipped["kinetic_bound"] = ("the Benamou–Brenier bound applies to nu = 0 and b = 0" if has_rho
+                                    else "the model's density is not finite")
 
     # HJB residual
-    if has_phi and model.t.size >= 3:
+    wgf_reason = ("wgf: φ = log(ρ_t/π) is the velocity potential of the gradient flow, which solves no HJB "
+                  "of the MFG form over [0, T] (each JKO step does, on [0, τ])")
+    if problem.family == "wgf":
+        skipped["hjb_residual_l1"] = skipped["hjb_residual_max"] = skipped["hjb_residual_truth_l1"] = wgf_reason
+    elif has_phi and model.t.size >= 3:
+        # the coupling f(x, ρ) uses the model's own density (the truth's when the model has none)
         rho_c = model.rho if np.all(np.isfinite(model.rho)) else truth.rho
         R, interior = hjb_residual(model.phi, rho_c, model.t, axes, problem)
         hs = [_hjb_summary(R[km], interior, truth.rho[k], floor) for k, km in zip(idx, midx)]
@@ -678,7 +713,7 @@ def evaluate(truth: MFGSolution, model: MFGSolution, problem: MFGProblem, times=
         metrics["hjb_residual_max"] = _series(tsel, [e[1] for e in hs], "max of |HJB residual| on R_t")
     else:
         skipped["hjb_residual_l1"] = skipped["hjb_residual_max"] = "the model has no potential on all time levels"
-    if truth_phi and truth.t.size >= 3:
+    if truth_phi and truth.t.size >= 3 and problem.family != "wgf":
         R, interior = hjb_residual(truth.phi, truth.rho, truth.t, axes, problem)
         hs = [_hjb_summary(R[k], interior, truth.rho[k], floor) for k in idx]
         metrics["hjb_residual_truth_l1"] = _series(tsel, [e[0] for e in hs],

@@ -112,8 +112,13 @@ def fields_figure(truth: MFGSolution, model: MFGSolution | None = None, times=No
     if truth.dim == 1:
         x = truth.axes[0]
         nrow = 2 if model is not None else 1
-        fig, axs = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 2.6 * nrow + 0.5), squeeze=False,
-                                sharex=True, constrained_layout=True)
+        H = 2.6 * nrow + 0.5 + (0.3 if suptitle else 0.0)
+        W = 3.0 * ncol + 0.5
+        # margins in inches (a fixed layout: the constrained-layout solver costs seconds per figure)
+        fig, axs = plt.subplots(nrow, ncol, figsize=(W, H), squeeze=False, sharex=True,
+                                gridspec_kw=dict(left=0.8 / W, right=1 - 0.15 / W, bottom=0.55 / H,
+                                                 top=1 - (0.4 + (0.3 if suptitle else 0.0)) / H,
+                                                 wspace=0.3, hspace=0.35))
         for j, (k, km) in enumerate(zip(ks, kms)):
             ft, fm = pair(k, km)
             ax = axs[0, j]
@@ -199,7 +204,12 @@ def metrics_figure(result: Mapping, names: Sequence[str] | None = None, suptitle
                                                                      "hjb_residual_truth_l1")]
     ncol = min(3, max(1, len(names)))
     nrow = math.ceil(len(names) / ncol)
-    fig, axs = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.6 * nrow + 0.3), squeeze=False, constrained_layout=True)
+    # a fixed layout: the constrained-layout solver costs seconds per figure on a small CPU
+    H = 2.6 * nrow + 0.3 + (0.3 if suptitle else 0.0)
+    W = 3.6 * ncol + 0.3
+    fig, axs = plt.subplots(nrow, ncol, figsize=(W, H), squeeze=False,
+                            gridspec_kw=dict(left=0.75 / W, right=1 - 0.15 / W, bottom=0.5 / H,
+                                             top=1 - (0.35 + (0.3 if suptitle else 0.0)) / H, wspace=0.35, hspace=0.55))
     partner = {"w2_samples": ("w2_sample_floor", "noise floor"), "kinetic_energy_model": ("kinetic_energy_truth", "truth"),
                "hjb_residual_l1": ("hjb_residual_truth_l1", "truth (discretisation)")}
     for ax, name in zip(axs.flat, names):
@@ -228,15 +238,29 @@ def metrics_figure(result: Mapping, names: Sequence[str] | None = None, suptitle
 
 
 def training_figure(history, suptitle: str | None = "training"):
-    """Loss curves: ``history`` is a list of numbers or {name: list} (one value per step)."""
+    """Loss curves: ``history`` is a list of numbers or {name: list} (one value per step).
+
+    Long histories are drawn faint with a running mean on top (window ≈ 1/50
+    of the run); short ones with markers. Log scale when every value is positive.
+    """
     if not isinstance(history, Mapping):
         history = {"loss": history}
-    fig, ax = plt.subplots(figsize=(5.5, 3.4), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(5.8, 3.6), constrained_layout=True)
     allpos = True
-    for name, vals in history.items():
-        v = np.asarray(vals, float)
-        ax.plot(np.arange(1, v.size + 1), v, lw=1.0, label=name)
-        allpos &= bool(np.all(v[np.isfinite(v)] > 0))
+    for i, (name, vals) in enumerate(history.items()):
+        v = np.asarray(vals, float).reshape(-1)
+        if v.size == 0:
+            continue
+        steps = np.arange(1, v.size + 1)
+        fin = np.isfinite(v)
+        allpos &= bool(np.all(v[fin] > 0))
+        if v.size > 200:
+            w = max(2, v.size // 50)
+            ax.plot(steps, v, lw=0.5, alpha=0.25, color=f"C{i}")
+            run = np.convolve(np.where(fin, v, 0.0), np.ones(w) / w, mode="valid")
+            ax.plot(steps[w - 1:], run, lw=1.4, color=f"C{i}", label=f"{name} (running mean of {w})")
+        else:
+            ax.plot(steps, v, "o-" if v.size <= 50 else "-", ms=3, lw=1.0, color=f"C{i}", label=name)
     if allpos:
         ax.set_yscale("log")
     ax.set_xlabel("training step")
@@ -253,7 +277,7 @@ def trajectories_figure(traj: np.ndarray, t: np.ndarray | None = None, truth: MF
     """Particle paths: ``traj`` has shape (nt+1, N, d).
 
     1D: x(t) against t over the truth density ρ(x, t) (if given). 2D: paths
-    in the plane from ○ (t = 0) to × (t = T) over contours of ρ_truth(T).
+    in the plane from ○ (t = 0) to × (t = T) over ρ_truth(T) in grey.
     """
     traj = np.asarray(traj, float)
     if traj.ndim != 3 or traj.shape[2] not in (1, 2):
@@ -275,8 +299,13 @@ def trajectories_figure(traj: np.ndarray, t: np.ndarray | None = None, truth: MF
     else:
         if truth is not None:
             x, y = truth.axes
-            ax.contour(x, y, truth.rho[-1].T, levels=6, colors="0.6", linewidths=0.8)
-            ax.contour(x, y, truth.rho[0].T, levels=6, colors="0.8", linewidths=0.6, linestyles="dotted")
+            im = ax.pcolormesh(x, y, truth.rho[-1].T, shading="nearest", cmap="Greys", alpha=0.55)
+            fig.colorbar(im, ax=ax, shrink=0.8, label=f"ρ truth at t = {truth.t[-1]:.3g}")
+            box = _view_box(truth, [0, truth.t.size - 1])
+            lo = np.minimum([b[0] for b in box], np.percentile(traj[:, sel].reshape(-1, 2), 0.5, axis=0))
+            hi = np.maximum([b[1] for b in box], np.percentile(traj[:, sel].reshape(-1, 2), 99.5, axis=0))
+            ax.set_xlim(lo[0], hi[0])
+            ax.set_ylim(lo[1], hi[1])
         for i in sel:
             ax.plot(traj[:, i, 0], traj[:, i, 1], lw=0.6, alpha=0.6, color="C0")
         ax.plot(traj[0, sel, 0], traj[0, sel, 1], "o", ms=2.5, mfc="none", color="k", label=f"t = {t[0]:.3g}")

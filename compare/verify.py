@@ -1,117 +1,132 @@
-"""``mfglab verify``: PDE truth against a neural flow on a named case.
+"""One verification run: truth (cached), model (trained or resumed), metrics, report.
 
-Pipeline (each stage resumable):
+:func:`run_verify` is the library side of ``mfglab verify CASE``:
 
-1. **truth** — solve the case's problem with its primary truth route
-   (``exact``, ``fd`` or ``fe``), cached in ``CACHE/truth-<hash>.npz`` where
-   the hash covers the problem, the grid and the route;
-2. **model** — train the case's default neural model (or ``--model``) with a
-   checkpoint in ``CACHE/model-<hash>/``; an interrupted run resumes from the
-   last checkpoint, a finished one is loaded instead of retrained;
-3. **evaluate** — the model on the truth's grid (ρ, φ, score, velocity),
-   metrics at ≥ 5 times (:func:`compare.metrics.evaluate`), trajectories;
-4. **report** — a folder with ``report.md``/``report.html``, figures,
-   ``metrics.json`` and provenance, written atomically.
+1. the truth: the case's primary route (or ``truth_method``) on the case's
+   grid, through :func:`compare.cache.cached_solve` (keyed by problem, grid,
+   method, options), so a re-run does not solve again;
+2. the model: ``train(problem, model, steps, seed, device, out_dir=WORK)``
+   with checkpoints in a work folder outside the report, so an interrupted
+   run resumes from its checkpoint;
+3. the model on the truth's grid (``evaluate_model``), particle paths from
+   samples of ρ₀ (``trajectories``), which also give the sample-based W2;
+4. :func:`compare.metrics.evaluate` and :func:`compare.report.write_report`.
+
+The neural hooks default to ``neural.train``, ``neural.evaluate_on_grid``
+and ``neural.trajectories`` (imported only when used) and can be replaced
+by any callables with the same signatures.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 import pde
 
+from .cache import cached_solve
 from .cases import get_case
+from .metrics import evaluate, select_times
+from .report import write_report
 
-__all__ = ["run_verify", "cached_truth", "DEFAULT_CACHE"]
-
-DEFAULT_CACHE = Path(".mfglab-cache")
-
-
-def _hash(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+__all__ = ["run_verify", "VerifyResult", "default_work_dir"]
 
 
-def cached_truth(problem, route: str, cache_dir: Path = DEFAULT_CACHE, log=print) -> pde.MFGSolution:
-    """Solve ``problem`` with ``route`` once; later calls load the cached file."""
-    key = _hash(problem.fingerprint(), route, list(problem.n), problem.nt)
-    path = Path(cache_dir) / f"truth-{route}-{key}.npz"
-    if path.exists():
-        try:
-            sol = pde.MFGSolution.load(path)
-            log(f"truth: loaded {path}")
-            return sol
-        except ValueError as exc:  # a damaged cache entry is recomputed, not trusted
-            log(f"truth: ignoring unreadable cache {path} ({exc})")
-    log(f"truth: solving with {route} on grid {list(problem.n)} × {problem.nt} steps")
-    opts = {} if route == "exact" else {"progress": False}
-    sol = pde.solve(problem, route, **opts)
-    sol.save(path)
-    return sol
+@dataclass
+class VerifyResult:
+    """Where the report went and what it measured."""
+
+    out_dir: Path
+    metrics: dict
+    truth_cached: bool
+    truth_path: Path | None
+    wall_time_s: float
 
 
-def run_verify(case_name: str, out_dir, *, model: str | None = None, budget: int | None = None,
-               device: str | None = None, seed: int = 0, force: bool = False,
-               cache_dir: Path = DEFAULT_CACHE, truth_route: str | None = None, progress: bool = True,
-               log=print) -> Path:
-    """Run the verification pipeline on a registered case; returns the report folder."""
-    import neural
+def default_work_dir(out_dir) -> Path:
+    """Caches and checkpoints live beside the report: ``OUT.work/`` (kept across runs)."""
+    out = Path(out_dir).resolve()
+    return out.parent / f"{out.name}.work"
 
-    from . import metrics as M
-    from .report import Section, write_report
 
-    case = get_case(case_name)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not force:
-        raise FileExistsError(f"output folder {out_dir} exists; pass --force to replace it")
-    problem = case.problem()
-    route = truth_route or case.primary_truth
-    if route not in case.truth:
-        raise ValueError(f"truth route {route!r} is not available for case {case.name}; expected one of {list(case.truth)}")
-    model_name = model or case.model
-    steps = int(budget or case.budget)
+def run_verify(case, out_dir, *, budget: int | None = None, seed: int = 0, device=None,
+               truth_method: str | None = None, n=None, nt: int | None = None, force: bool = False,
+               work_dir=None, n_samples: int = 2000, times=None, progress: bool = True,
+               train: Callable | None = None, evaluate_model: Callable | None = None,
+               trajectories: Callable | None = None, solve: Callable = pde.solve,
+               model: str | None = None) -> VerifyResult:
+    """Verify the case's neural model against its ground truth and write a report.
+
+    Args:
+        case: a case name or :class:`~compare.cases.Case`.
+        out_dir: the report folder (refused if it exists, unless ``force``).
+        budget: training steps (default: the case's budget).
+        seed: seeds training and the samples.
+        device: passed to ``train`` ("cpu", "cuda", None for automatic).
+        truth_method: a truth route (default: the case's primary one).
+        n, nt: grid overrides.
+        force: replace an existing report folder (once the new one is complete).
+        work_dir: truth cache and checkpoints (default ``OUT.work`` beside the report).
+        n_samples: particles for trajectories and the sample-based W2.
+        times: measurement times (default 5 evenly spread, 0 and T included).
+        progress: progress bars.
+        train, evaluate_model, trajectories: neural hooks (see the module docstring).
+        solve: the truth solver (``pde.solve``).
+        model: the neural model (default: the case's).
+    """
     t0 = time.perf_counter()
-    truth = cached_truth(problem, route, cache_dir, log=log)
-    t_truth = time.perf_counter() - t0
+    c = get_case(case)
+    out = Path(out_dir).resolve()
+    if out.exists() and not force:
+        # refuse before any expensive work
+        raise FileExistsError(f"{out} exists; choose another folder or pass force=True (--force) to replace it")
+    method = truth_method or c.primary_truth
+    if method not in c.truth:
+        raise ValueError(f"case {c.name}: truth route {method!r}; expected one of {list(c.truth)}")
+    model_name = model or c.model
+    steps = int(budget if budget is not None else c.budget)
+    if steps < 1:
+        raise ValueError(f"budget={budget}; expected a positive number of training steps")
+    problem = c.problem(n=n, nt=nt)
+    work = Path(work_dir) if work_dir is not None else default_work_dir(out)
+    work.mkdir(parents=True, exist_ok=True)
 
-    ckpt_dir = Path(cache_dir) / f"model-{model_name}-{_hash(problem.fingerprint(), model_name, seed)}"
-    log(f"model: training {model_name} for {steps} steps (checkpoints in {ckpt_dir})")
-    t1 = time.perf_counter()
-    result = neural.train(problem, model=model_name, steps=steps, seed=seed, device=device, out_dir=ckpt_dir,
-                          resume=True, progress=progress)
-    t_train = time.perf_counter() - t1
-    log(f"model: {result.summary()}")
+    cached = cached_solve(problem, method, work / "truth", solve=solve)
+    truth = cached.solution
 
-    t2 = time.perf_counter()
-    sol = neural.evaluate_on_grid(result, problem, n=problem.n, nt=problem.nt)
-    samples = None
-    traj = None
+    if train is None or evaluate_model is None or trajectories is None:
+        import neural
+
+        train = train or neural.train
+        evaluate_model = evaluate_model or neural.evaluate_on_grid
+        trajectories = trajectories or neural.trajectories
+    ckpt_dir = work / f"train-{model_name}-seed{seed}"
+    result = train(problem, model_name, steps=steps, seed=seed, device=device, out_dir=ckpt_dir, progress=progress)
+    sol = evaluate_model(result, problem)
+
     rng = np.random.default_rng(seed)
-    if model_name in ("otflow", "ffjord", "wgf"):
-        x0 = problem.rho0.sample(256, rng)
-        traj = neural.trajectories(result, x0, problem.nt)
-    res = M.evaluate(truth, sol, problem, samples=samples, seed=seed)
-    t_eval = time.perf_counter() - t2
+    x0 = problem.rho0.sample(int(n_samples), rng)
+    paths = np.asarray(trajectories(result, x0, problem.nt))
+    idx, tsel = select_times(truth.t, times)
+    samples = {float(t): paths[k] for k, t in zip(idx, tsel)} if paths.shape[0] == truth.t.size else None
+    res = evaluate(truth, sol, problem, times=tsel, samples=samples, seed=seed)
 
-    timing = {"truth_s": t_truth, "train_s": t_train, "evaluate_s": t_eval, "total_s": time.perf_counter() - t0,
-              "train_steps": int(result.step), "device": result.device}
-    notes = (f"Case **{case.name}**: {case.description}. Truth route: `{route}`"
-             f"{' (from cache)' if t_truth < 0.5 and route != 'exact' else ''}; model `{model_name}` trained for "
-             f"{result.step} steps on {result.device} ({result.dtype}), seed {seed}.")
-    timing_md = "| stage | seconds |\n|---|---|\n" + "\n".join(
-        f"| {k[:-2]} | {v:.3g} |" for k, v in timing.items() if k.endswith("_s"))
-    losses = {"total": np.asarray(result.losses).tolist()}
-    for k, v in (result.parts or {}).items():
-        losses[k] = np.asarray(v).tolist()
-    path = write_report(out_dir, title=f"mfglab verify: {case.name}", case=case, truth=truth, model=sol, metrics=res,
-                        training=losses, trajectories=traj, force=force, seed=seed, problem=problem, notes=notes,
-                        extra_sections=[Section("Timings", timing_md)],
-                        extra_provenance={"timing": timing, "truth_route": route, "model": model_name,
-                                          "checkpoint": str(result.checkpoint) if result.checkpoint else None},
-                        labels=(f"truth ({route})", f"model ({model_name})"))
-    log(f"report: {path}")
-    return path
+    losses = getattr(result, "losses", None)
+    parts = getattr(result, "parts", None) or {}
+    training = None
+    if losses is not None and len(losses):
+        training = {"loss": np.asarray(losses, float), **{k: np.asarray(v, float) for k, v in parts.items() if len(v)}}
+    summary = getattr(result, "summary", None)
+    notes = (f"Truth: `{method}` on the grid {list(problem.n)} × nt = {problem.nt}"
+             f"{' (from the cache)' if cached.hit else ''}. Model: `{model_name}`, {steps} training steps, seed {seed}"
+             + (f" — {summary()}" if callable(summary) else "") + ".")
+    out_path = write_report(out, title=f"{c.name}: {model_name} vs {method} truth", case=c, truth=truth, model=sol,
+                            metrics=res, training=training, trajectories=paths, force=force, seed=seed,
+                            problem=problem, notes=notes,
+                            extra_provenance={"truth_cache": str(cached.path) if cached.path else None,
+                                              "checkpoint_dir": str(ckpt_dir), "device_requested": device})
+    return VerifyResult(out_path, res, cached.hit, cached.path, time.perf_counter() - t0)
