@@ -283,6 +283,16 @@ def Gaussian(mean, cov) -> GaussianMixture:
     return GaussianMixture([1.0], mean[None, :], cov[None, :, :])
 
 
+def _log_ndtr_diff(zl, zh):
+    """log(Φ(zl) - Φ(zh)) for zl > zh, stable in both tails."""
+    zl, zh = np.broadcast_arrays(np.asarray(zl, float), np.asarray(zh, float))
+    upper = zh > 0  # both in the upper tail: use survival functions Φ(-z)
+    a = np.where(upper, special.log_ndtr(-zh), special.log_ndtr(zl))
+    b = np.where(upper, special.log_ndtr(-zl), special.log_ndtr(zh))
+    with np.errstate(divide="ignore"):
+        return a + np.log1p(-np.exp(b - a))
+
+
 def _norm_sf(z):
     return 0.5 * special.erfc(z / math.sqrt(2.0))
 
@@ -376,30 +386,45 @@ class Checkerboard(Distribution):
             tot += px * py
         return tot / (8.0 * area * a * a)
 
+    def _log_factors(self, x):
+        """Per square k: log P_k(x) = log[(Φ(z_lo) - Φ(z_hi)) per axis], and ∂/∂x of it.
+
+        Computed in log space (log_ndtr of the tail that is small), so the
+        density and the score stay accurate far from the board, where the
+        plain CDF difference underflows.
+        """
+        a, s = self.a, self.sigma
+        logs, grads = [], []
+        for xl, xh, yl, yh in self._squares():
+            lp = np.zeros(x.shape[:-1])
+            g = np.zeros(x.shape)
+            for j, (lo, hi) in enumerate(((xl, xh), (yl, yh))):
+                zl = (x[..., j] - a * lo) / s  # zl > zh
+                zh = (x[..., j] - a * hi) / s
+                ld = _log_ndtr_diff(zl, zh)
+                lp += ld
+                logphi = lambda z: -0.5 * z * z - 0.5 * _LOG2PI  # noqa: E731
+                g[..., j] = (np.exp(logphi(zl) - ld) - np.exp(logphi(zh) - ld)) / s
+            logs.append(lp)
+            grads.append(g)
+        return np.stack(logs, -1), np.stack(grads, -2)  # (..., 8), (..., 8, 2)
+
     def logpdf(self, x):
-        with np.errstate(divide="ignore"):
-            return np.log(self.pdf(x))
+        x = _as_points(x, 2)
+        if self.sigma == 0.0:
+            with np.errstate(divide="ignore"):
+                return np.log(self.pdf(x))
+        lk, _ = self._log_factors(x)
+        return special.logsumexp(lk, axis=-1) - math.log(8.0 * self.cell**2 * self.a**2)
 
     def score(self, x):
         """∇ log p; zero inside the squares when σ = 0 (undefined on edges)."""
         x = _as_points(x, 2)
         if self.sigma == 0.0:
             return np.zeros_like(x)
-        a, s = self.a, self.sigma
-        num = np.zeros_like(x)
-        den = np.zeros(x.shape[:-1])
-        phi = lambda z: np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)  # noqa: E731
-        for xl, xh, yl, yh in self._squares():
-            z0l, z0h = (x[..., 0] - a * xl) / s, (x[..., 0] - a * xh) / s
-            z1l, z1h = (x[..., 1] - a * yl) / s, (x[..., 1] - a * yh) / s
-            px = special.ndtr(z0l) - special.ndtr(z0h)
-            py = special.ndtr(z1l) - special.ndtr(z1h)
-            den += px * py
-            num[..., 0] += (phi(z0l) - phi(z0h)) / s * py
-            num[..., 1] += px * (phi(z1l) - phi(z1h)) / s
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out = num / den[..., None]
-        return np.where(np.isfinite(out), out, 0.0)
+        lk, gk = self._log_factors(x)
+        w = np.exp(lk - special.logsumexp(lk, axis=-1, keepdims=True))
+        return np.einsum("...k,...kj->...j", w, gk)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         rng = _check_rng(rng)

@@ -228,3 +228,17 @@ def test_grid_is_cell_centred():
     assert np.isclose(g.integrate(np.ones(4)), 1.0)
     with pytest.raises(ValueError, match="at least 3 nodes"):
         pde.Grid([[0.0, 1.0]], [2], 2, 1.0)
+
+
+def test_smoothed_checkerboard_log_density_is_finite_far_from_the_board():
+    """log p and the score are computed in log space: no underflow at |x| = 6 or 30."""
+    law = pde.Checkerboard().ou_marginal(0.3)
+    x = np.array([[6.0, 6.0], [30.0, -30.0], [-6.0, 0.5]])
+    lp = law.logpdf(x)
+    assert np.all(np.isfinite(lp))
+    near = np.array([[2.5, 0.3]])
+    np.testing.assert_allclose(law.logpdf(near), np.log(law.pdf(near)), rtol=1e-12)
+    h = 1e-5  # central differences of log p against the analytic score, relative 1e-6
+    for p in x:
+        g = [(law.logpdf(p + e) - law.logpdf(p - e)) / (2 * h) for e in (np.array([h, 0]), np.array([0, h]))]
+        np.testing.assert_allclose(law.score(p), np.ravel(g), rtol=1e-6)
