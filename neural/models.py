@@ -493,7 +493,8 @@ class NeuralWGF(NeuralModel):
     ≈ log(ρ_t/π) + const, v = -∇φ.
 
     Hyper-parameters: width (32), nlayers (2), rank, nsteps (4 RK4 steps per
-    block), alpha_L, alpha_C, alpha_R (1), steps_per_block (set by train).
+    block), alpha_L, alpha_C, alpha_R (1), steps_per_block (set by train). Each block starts
+    from the previous block's weights and runs its own learning-rate cycle.
     """
 
     name = "wgf"
@@ -517,6 +518,23 @@ class NeuralWGF(NeuralModel):
         self.nsteps = int(nsteps)
         self.steps_per_block = int(steps_per_block)
         self.alpha = (float(alpha_L), float(alpha_C), float(alpha_R))
+
+    def on_step(self, step: int) -> None:
+        """Warm start: when block k ≥ 1 becomes active, it starts from block k-1's weights.
+
+        Called by the training loop before each step; a function of the step only, so a
+        resumed run repeats it exactly.
+        """
+        k = step // self.steps_per_block
+        if 1 <= k < self.K and step % self.steps_per_block == 0:
+            with torch.no_grad():
+                self.blocks[k].load_state_dict(self.blocks[k - 1].state_dict())
+
+    def schedule_position(self, step: int, steps: int) -> tuple:
+        """(position, length) of the step in its block's learning-rate cycle."""
+        k = self.active_block(step)
+        length = self.steps_per_block if k < self.K - 1 else max(1, steps - k * self.steps_per_block)
+        return step - k * self.steps_per_block, length
 
     def active_block(self, step: int) -> int:
         return min(step // self.steps_per_block, self.K - 1)
