@@ -142,13 +142,39 @@ def _potential_rhs(net: PotentialNet, t, x, lam: float, costs: bool):
     ℓ the log-determinant (∇·v), L the kinetic cost (λ/2)|v|², R the HJB
     residual of the MFG with ν = 0, F = 0.
     """
-    _, g, lap = net.grad_lap(x, t)
+    _, g, lap = net.grad_lap(x, t, need_phi=False)
     gx, gt = g[:, :-1], g[:, -1]
     out = [-gx / lam, -lap / lam]
     if costs:
         kin = (gx * gx).sum(1) / (2.0 * lam)
         out += [kin, (kin - gt).abs()]
     return out
+
+
+def potential_flow(net: PotentialNet, x: torch.Tensor, t0: float, t1: float, nsteps: int, lam: float) -> torch.Tensor:
+    """RK4 of the OT-Flow augmented state on [t0, t1] as one (N, d+3) tensor (x, ℓ, L, R).
+
+    Same dynamics as :func:`_potential_rhs`; one tensor and scalar steps keep the number
+    of kernels per step small (it bounds the speed of the GPU step).
+    """
+    d = x.shape[1]
+    h = (t1 - t0) / nsteps
+
+    def f(t, y):
+        _, g, lap = net.grad_lap(y[:, :d], t, need_phi=False)
+        gx, gt = g[:, :d], g[:, d:]
+        kin = (gx * gx).sum(1, keepdim=True) * (0.5 / lam)
+        return torch.cat([gx * (-1.0 / lam), lap[:, None] * (-1.0 / lam), kin, (kin - gt).abs()], dim=1)
+
+    y = torch.cat([x, x.new_zeros(x.shape[0], 3)], dim=1)
+    for k in range(nsteps):
+        t = t0 + k * h
+        k1 = f(t, y)
+        k2 = f(t + 0.5 * h, y.add(k1, alpha=0.5 * h))
+        k3 = f(t + 0.5 * h, y.add(k2, alpha=0.5 * h))
+        k4 = f(t + h, y.add(k3, alpha=h))
+        y = y.add(k1.add(k2, alpha=2.0).add_(k3, alpha=2.0).add_(k4), alpha=h / 6.0)
+    return y
 
 
 class OTFlow(NeuralModel):
@@ -185,8 +211,9 @@ class OTFlow(NeuralModel):
 
     def loss(self, batch: dict, step: int = 0):
         x = batch["x"]
-        z = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        xT, ell, L, R = rk4(lambda t, y: self.rhs(t, y[0], True), [x, z, z, z], z, z + self.T, self.nsteps)
+        y = potential_flow(self.net, x, 0.0, self.T, self.nsteps, self.lam)
+        d = self.d
+        xT, ell, L, R = y[:, :d], y[:, d], y[:, d + 1], y[:, d + 2]
         nll = -self.ref.logpdf(xT) - ell
         aL, aC, aR = self.alpha
         parts = {"kinetic": L.mean(), "nll": nll.mean(), "hjb": R.mean()}
@@ -552,9 +579,9 @@ class NeuralWGF(NeuralModel):
         x = batch["x"]
         with torch.no_grad():
             x = self._push(x, 0, k)
-        z = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        xT, ell, L, R = rk4(lambda t, y: _potential_rhs(self.blocks[k], t, y[0], 1.0, True), [x, z, z, z], z,
-                            z + self.tau, self.nsteps)
+        y = potential_flow(self.blocks[k], x, 0.0, self.tau, self.nsteps, 1.0)
+        d = self.d
+        xT, ell, L, R = y[:, :d], y[:, d], y[:, d + 1], y[:, d + 2]
         nll = -self.ref.logpdf(xT) - ell
         aL, aC, aR = self.alpha
         parts = {"kinetic": L.mean(), "nll": nll.mean(), "hjb": R.mean(), "block": torch.full((), float(k), dtype=x.dtype, device=x.device)}
