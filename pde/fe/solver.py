@@ -286,6 +286,13 @@ class _KLCoupling:
         Xo = ops.X[: ops.nloc]
         self.logref = problem.reference.logpdf(Xo)
         self.nloc_U = ops.nloc
+        # residual weight sqrt(m_i (ρ₀ + γ)/2): the fixed point matters where there is mass;
+        # in the far tails log ρ^N is set by round-off-sized densities and would dominate an
+        # unweighted norm (Newton's direction does not depend on this fixed scaling, the line
+        # search and the stopping test do)
+        w = ops.m * 0.5 * (problem.rho0.pdf(Xo) + problem.reference.pdf(Xo))
+        w = w / ops.comm.allreduce(float(w.sum()))
+        self.weight = np.sqrt(np.maximum(w, 1e-3 * ops.comm.allreduce(float(w.max()), op=MPI.MAX)))
 
     def initial(self, rho0):
         return self.image([rho0])
@@ -296,14 +303,18 @@ class _KLCoupling:
     def running(self, U, k):
         return None
 
+    def floor_value(self, r):
+        return RHO_FLOOR * self.ops.comm.allreduce(float(r.max()) if r.size else 0.0, op=MPI.MAX)
+
     def image(self, rhos):
         r = rhos[-1]
-        floor = RHO_FLOOR * self.ops.comm.allreduce(float(r.max()) if r.size else 0.0, op=MPI.MAX)
-        return 1.0 + np.log(np.maximum(r, floor)) - self.logref
+        return 1.0 + np.log(np.maximum(r, self.floor_value(r))) - self.logref
 
 
 class _MeanCoupling:
     """lq: U = the mean path m̄(t_k), k = 0..N (held on rank 0)."""
+
+    weight = 1.0
 
     def __init__(self, problem, ops, nt):
         self.ops, self.nt, self.d = ops, nt, problem.dim
@@ -405,7 +416,7 @@ def gather_mesh(ops: P1Operators, cells: np.ndarray):
 def solve_fe(problem: MFGProblem, n=None, nt=None, mesh=None, h=None, progress: bool = True, *,
              xdmf_path=None, npz_path=None, figure_path=None, comm=None, mass_tol: float = 1e-3,
              newton_tol: float = 1e-12, newton_maxit: int = 30, outer_rtol: float = 1e-9, outer_maxit: int = 30,
-             ksp_options: dict | None = None, **unknown) -> MFGSolution:
+             ksp_options: dict | None = None, coupled: str = "spacetime", **unknown) -> MFGSolution:
     """Solve ``problem`` with P1 finite elements (DOLFINx + PETSc); see the module docstring.
 
     Args:
@@ -428,6 +439,8 @@ def solve_fe(problem: MFGProblem, n=None, nt=None, mesh=None, h=None, progress: 
         outer_rtol, outer_maxit: SNES tolerance/iterations of the coupling Newton.
         ksp_options: PETSc options of the inner linear solves (prefix ``mfgfe_``;
             command-line ``-mfgfe_...`` options win).
+        coupled: otflow only: "spacetime" (all-at-once Newton, default) or "jfnk"
+            (SNES on the terminal cost; fragile for large τ = T/λ, kept for studies).
 
     Returns:
         :class:`MFGSolution` sampled on the regular cell-centred grid (identical on
@@ -436,6 +449,8 @@ def solve_fe(problem: MFGProblem, n=None, nt=None, mesh=None, h=None, progress: 
         ``meta`` holds the mesh, iteration counts, mass error (lumped FE mass),
         min ρ, timings and versions.
     """
+    if coupled not in ("spacetime", "jfnk"):
+        raise ValueError(f"coupled={coupled!r}; expected 'spacetime' or 'jfnk'")
     if unknown:
         raise TypeError(f"solve_fe() got unknown option(s) {sorted(unknown)}")
     if not isinstance(problem, MFGProblem):
@@ -495,6 +510,12 @@ def solve_fe(problem: MFGProblem, n=None, nt=None, mesh=None, h=None, progress: 
         g = np.asarray(problem.terminal.g(Xo), dtype=float)
         phis = core.hjb_sweep(g, lambda k: None)
         rhos = core.fp_sweep(rho0, phis)
+    elif isinstance(coupling, _KLCoupling) and coupled == "spacetime":
+        from .spacetime import SpaceTimeNewton
+
+        st = SpaceTimeNewton(core, coupling, rho0, rtol=outer_rtol, maxit=outer_maxit)
+        phis, rhos = st.split(st.solve_continuation(st.initial()))
+        outer = st.stats
     else:
         phis, rhos, outer = _outer_newton(core, coupling, rho0, outer_rtol, outer_maxit)
     timings["solve_s"] = time.perf_counter() - t0
@@ -576,7 +597,7 @@ def _outer_newton(core: _Core, coupling, rho0, rtol: float, maxit: int):
     def residual(snes, X, F):
         U = X.array.copy()
         _, rhos = G(U)
-        F.array[:] = U - coupling.image(rhos)
+        F.array[:] = coupling.weight * (U - coupling.image(rhos))
 
     nU = coupling.nloc_U
     X = PETSc.Vec().createMPI((nU, PETSc.DECIDE), comm=comm)
@@ -588,8 +609,9 @@ def _outer_newton(core: _Core, coupling, rho0, rtol: float, maxit: int):
     snes.setUseMF(True)
     snes.getKSP().setType("gmres")
     snes.getKSP().getPC().setType("none")
-    snes.getKSP().setTolerances(rtol=1e-6, max_it=200)
-    snes.setTolerances(rtol=rtol, atol=1e-10 * math.sqrt(max(1, X.getSize())), max_it=maxit)
+    snes.getKSP().setTolerances(rtol=1e-4, max_it=100)
+    snes.setMaxLinearSolveFailures(maxit)
+    snes.setTolerances(rtol=rtol, atol=1e-11, max_it=maxit)
     hist = []
     snes.setMonitor(lambda s, it, fnorm: hist.append(float(fnorm)))
     snes.setFromOptions()
