@@ -57,7 +57,10 @@ class P1Operators:
 
     Attributes:
         nloc, nglob: owned and global number of dofs.
-        X: (nloc + ghosts, d) dof coordinates (owned first, then ghosts).
+        X: (nloc + ghosts, d) dof coordinates (owned first, then ghosts: all
+            off-process columns of the owned stiffness rows).
+        Xglob: (nglob, d) all dof coordinates by global index.
+        dl2g: DOLFINx's local → global dof map (for cell tables).
         m: (nloc,) lumped masses of the owned dofs.
         ei, ej: (E,) local indices of the edge ends (ei owned; ej owned or ghost),
             one entry per off-diagonal stiffness entry of an owned row.
@@ -67,14 +70,27 @@ class P1Operators:
     def __init__(self, V, comm, dim: int):
         self.V, self.comm, self.dim = V, comm, dim
         K, m = A.stiffness_and_lumped_mass(V)
-        nloc, nglob, l2g, X = A.dof_layout(V)
-        self.nloc, self.nglob, self.l2g = nloc, nglob, l2g
-        self.X = np.ascontiguousarray(X[:, :dim])
+        nloc, nglob, dl2g, Xd = A.dof_layout(V)
+        self.nloc, self.nglob, self.dl2g = nloc, nglob, dl2g
+        start = int(dl2g[0]) if nloc else 0
+        # every rank gets all dof coordinates (one allgather): the stiffness rows of
+        # owned dofs can reference dofs that DOLFINx's ghost layer does not hold
+        # (vertex neighbours across a partition with facet ghosting), so the local
+        # numbering here is owned dofs + every off-process column of K, not DOLFINx's.
+        parts = comm.allgather((dl2g[:nloc], Xd[:nloc, :dim]))
+        self.Xglob = np.empty((nglob, dim))
+        for idx, x in parts:
+            self.Xglob[idx] = x
         self.m = m
         indptr, cols, vals = K.getValuesCSR()
         K.destroy()
-        order = np.argsort(l2g, kind="stable")
-        cl = order[np.searchsorted(l2g[order], np.asarray(cols, dtype=np.int64))]
+        cols64 = np.asarray(cols, dtype=np.int64)
+        ghosts = np.unique(cols64[(cols64 < start) | (cols64 >= start + nloc)])
+        l2g = np.concatenate([np.arange(start, start + nloc, dtype=np.int64), ghosts])
+        self.l2g = l2g
+        self.X = X = self.Xglob[l2g]
+        cl = np.where((cols64 >= start) & (cols64 < start + nloc), cols64 - start,
+                      nloc + np.searchsorted(ghosts, cols64))
         rows = np.repeat(np.arange(nloc), np.diff(indptr))
         off = cl != rows
         self.indptr, self.cols = indptr, cols

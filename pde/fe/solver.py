@@ -108,7 +108,8 @@ def make_mesh(problem: MFGProblem, comm, mesh=None, h=None, n=None):
 
 def _cell_quadrature(ops: P1Operators, cells: np.ndarray, fn) -> float:
     """∫ fn over the owned cells: 2-point Gauss (1D) or the edge-midpoint rule (2D, degree 2)."""
-    X = ops.X
+    X = ops.Xglob
+    cells = ops.dl2g[cells]
     if cells.size == 0:
         return ops.comm.allreduce(0.0)
     if ops.dim == 1:
@@ -398,14 +399,10 @@ def _interpolation_matrix(Xg: np.ndarray, cells_g: np.ndarray, pts: np.ndarray):
 
 def gather_mesh(ops: P1Operators, cells: np.ndarray):
     """Global dof coordinates and cells on rank 0 (None elsewhere)."""
-    parts = ops.comm.gather((ops.l2g[: ops.nloc], ops.X[: ops.nloc], ops.l2g[cells]), root=0)
+    parts = ops.comm.gather(ops.dl2g[cells], root=0)
     if ops.comm.rank != 0:
         return None, None
-    Xg = np.empty((ops.nglob, ops.dim))
-    for idx, x, _ in parts:
-        Xg[idx] = x
-    cells_g = np.concatenate([c for _, _, c in parts])
-    return Xg, cells_g
+    return ops.Xglob, np.concatenate(parts)
 
 
 # --------------------------------------------------------------------------
