@@ -1,8 +1,8 @@
 """Solve a small named FE case and write its ``.npz`` (rank 0): the MPI check.
 
-    mpirun -n 2 python -m pde.fe.mpicheck CASE OUT.npz
+    mpirun -n 2 python -m pde.fe.mpicheck CASE OUT.npz [CASE OUT.npz ...]
 
-runs the same solve as ``python -m pde.fe.mpicheck CASE OUT.npz``; the test
+runs the same solves as ``python -m pde.fe.mpicheck CASE OUT.npz ...``; the test
 ``tests/test_fe_mpi.py`` compares the two files. Cases: ``sgm2d`` (unstructured
 gmsh rectangle, HJB Newton + FP), ``otflow1d`` (space-time Newton),
 ``lq1d`` (outer SNES on the mean path), ``wgf-obstacle`` (linear FP).
@@ -37,13 +37,14 @@ def case(name: str):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
+    if not argv or len(argv) % 2:
         print(__doc__)
         return 2
     from . import solve_fe
 
-    p, opts = case(argv[0])
-    solve_fe(p, progress=False, npz_path=argv[1], **opts)
+    for name, out in zip(argv[::2], argv[1::2]):
+        p, opts = case(name)
+        solve_fe(p, progress=False, npz_path=out, **opts)
     return 0
 
 
