@@ -33,7 +33,7 @@ def test_mpirun_two_ranks_matches_serial(tmp_path):
     for c in cases:
         args += [c, str(tmp_path / f"{c}.mpi.npz")]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "OMPI_MCA_rmaps_base_oversubscribe": "1"}
+           "OMPI_MCA_rmaps_base_oversubscribe": "1", "OMPI_MCA_mpi_yield_when_idle": "1"}
     cmd = ["mpirun", "-n", "2", "--allow-run-as-root", "--oversubscribe", sys.executable, "-m", "pde.fe.mpicheck", *args]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]

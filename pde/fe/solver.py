@@ -91,7 +91,7 @@ def make_mesh(problem: MFGProblem, comm, mesh=None, h=None, n=None):
         err = None
         if comm.rank == 0:
             try:
-                path = str(meshes.build(kind if d == 2 else "interval", dom, h))
+                path = str(meshes.build("interval" if (d == 1 and kind == "rectangle") else kind, dom, h))
             except (ValueError, ImportError) as exc:
                 err = str(exc)
         path, err = comm.bcast((path, err), root=0)
