@@ -75,6 +75,8 @@ class SpaceTimeNewton:
         for pkg in ("mumps", "superlu_dist"):
             if PETSc.Sys.hasExternalPackage(pkg):
                 defaults["pc_factor_mat_solver_type"] = pkg
+                if pkg == "mumps":
+                    defaults["mat_mumps_icntl_14"] = 200  # workspace +200%: pivoting fills in (2D failed at +20%)
                 break
         for k, v in defaults.items():
             if not opts.hasName("mfgfe_st_" + k):
