@@ -14,12 +14,16 @@ Solvers:
   M/Δt + A(φ) is a PETSc AIJ matrix on the stiffness pattern, solved by a
   PETSc KSP, default GMRES + block-Jacobi/ILU(0));
 - each FP step is one linear solve with (M/Δt + A(φ^k))ᵀ (an M-matrix);
-- the coupling through ρ (otflow: g = 1 + log ρ^N - log γ; lq: the mean
-  path m̄(t_k)) is closed by a Jacobian-free Newton–Krylov iteration (PETSc
-  SNES with a matrix-free, finite-difference Jacobian) on the coupling data
-  U: the residual is U - G(U), where G runs one backward HJB sweep and one
-  forward FP sweep. sgm (g = -log π, no ρ-dependence) needs one sweep; wgf is
-  the linear FP with ν = 1, b = ∇log π (no control) and φ = log(ρ/π).
+- otflow (g = 1 + log ρ^N - log γ couples the ends) is solved all at once by
+  Newton on the space-time system (:mod:`pde.fe.spacetime`: exact Jacobian,
+  MUMPS LU, viscosity continuation);
+- lq (the mean path m̄(t_k) couples the equations) is closed by a
+  Jacobian-free Newton–Krylov iteration (PETSc SNES with a matrix-free,
+  finite-difference Jacobian) on U = m̄: the residual is U - G(U), where G
+  runs one backward HJB sweep and one forward FP sweep (``coupled="jfnk"``
+  runs otflow this way too; it stalls for large τ = T/λ);
+- sgm (g = -log π, no ρ-dependence) needs one sweep; wgf is the linear FP with
+  ν = 1, b = ∇log π (no control) and φ = log(ρ/π).
 
 Everything is distributed: vectors and matrices are PETSc objects over the
 dof ownership of DOLFINx, so the same code runs under ``mpirun -n N``.
