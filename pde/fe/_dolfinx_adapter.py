@@ -1,0 +1,245 @@
+"""The one place where ``pde`` touches DOLFINx.
+
+Every DOLFINx call the FE solver makes goes through this module, so the API
+differences between the versions users have live here and nowhere else:
+
+========================  ==========================  ============================  ===========================
+concern                   0.5 (Debian 12, apt)        0.9 (Debian 13 / conda)       0.10 (conda-forge)
+========================  ==========================  ============================  ===========================
+P1 space                  ``fem.FunctionSpace(mesh,   ``fem.functionspace(mesh,     same as 0.9
+                          ("Lagrange", 1))``          ("Lagrange", 1))`` (the       
+                                                      class no longer takes a tuple)
+gmsh model → mesh         ``io.gmshio.model_to_mesh`` ``io.gmshio.model_to_mesh``   ``io.gmsh.model_to_mesh``
+                          → (mesh, cell_tags,         → (mesh, cell_tags,           → ``MeshData`` named tuple
+                          facet_tags); its            facet_tags)                   (``.mesh``, ...)
+                          ``read_from_msh`` is
+                          broken in 0.5.2
+cell → dof table          ``dofmap.list`` is an       ``dofmap.list`` is a 2D       same as 0.9
+                          ``AdjacencyList_int32``     numpy array
+                          (``.array`` flat)
+built-in meshes           ``create_interval(comm, n,  same call (adds ``dtype``)    same
+                          [lo, hi])``,
+                          ``create_rectangle(comm,
+                          [p0, p1], [nx, ny])``
+PETSc assembly            ``fem.petsc.assemble_matrix  same names                   same names (``fem.petsc``
+                          / assemble_vector(form)``                                 must be imported
+                                                                                    explicitly)
+Function values           ``u.x.array`` (``u.vector``  ``u.x.array``                ``u.x.array``
+                          is the PETSc Vec)           (``u.x.petsc_vec``)
+XDMF                      ``io.XDMFFile(comm, path,   same                          same
+                          "w").write_mesh/
+                          write_function(u, t)``
+``LinearProblem``         no prefix argument          optional                      ``petsc_options_prefix``
+                                                                                    mandatory
+========================  ==========================  ============================  ===========================
+
+The solver itself only needs: a P1 space, the assembled stiffness matrix and
+the lumped mass vector (PETSc objects, version independent from there on),
+dof coordinates, the cell → dof table, the dof index map, mesh I/O and an
+XDMF writer. It builds its nonlinear operators directly as PETSc matrices on
+the stiffness sparsity pattern, so it never needs ``LinearProblem`` or
+``NonlinearProblem`` (whose signatures changed most).
+
+Importing this module raises :class:`ImportError` with install instructions
+when DOLFINx (or petsc4py / mpi4py) is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+INSTALL_HINT = (
+    "the finite-element solver (method 'fe') needs DOLFINx with petsc4py and mpi4py, which are not on PyPI. "
+    "Install them with apt on Debian/Ubuntu (`sudo apt install python3-dolfinx python3-petsc4py python3-mpi4py "
+    "python3-gmsh`, then create the venv with --system-site-packages) or with conda "
+    "(`conda env create -f environment.yml && conda activate mfglab`)"
+)
+
+try:
+    import dolfinx
+    import dolfinx.fem
+    import dolfinx.fem.petsc  # not imported by `import dolfinx.fem` in 0.10
+    import dolfinx.io
+    import dolfinx.mesh
+    import ufl
+    from mpi4py import MPI
+    from petsc4py import PETSc
+except ImportError as exc:  # pragma: no cover - exercised where DOLFINx is missing
+    raise ImportError(f"{INSTALL_HINT} (import failed: {exc})") from exc
+
+__all__ = [
+    "MPI",
+    "PETSc",
+    "VERSION",
+    "version_string",
+    "p1_space",
+    "create_interval",
+    "create_rectangle",
+    "read_mesh",
+    "stiffness_and_lumped_mass",
+    "cell_dofs",
+    "dof_layout",
+    "XDMFWriter",
+]
+
+VERSION = tuple(int(p) for p in dolfinx.__version__.split(".")[:2])
+
+
+def version_string() -> str:
+    return str(dolfinx.__version__)
+
+
+def p1_space(mesh):
+    """Continuous P1 Lagrange space on ``mesh``."""
+    if hasattr(dolfinx.fem, "functionspace"):  # 0.7+ (0.9, 0.10)
+        return dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+    return dolfinx.fem.FunctionSpace(mesh, ("Lagrange", 1))  # 0.5
+
+
+def create_interval(comm, n: int, lo: float, hi: float):
+    """Uniform mesh of [lo, hi] with ``n`` cells (same call in 0.5–0.10)."""
+    return dolfinx.mesh.create_interval(comm, int(n), [float(lo), float(hi)])
+
+
+def create_rectangle(comm, lo, hi, n):
+    """Uniform triangle mesh of the rectangle [lo, hi] with n = (nx, ny) squares, each cut
+    along one diagonal ("right"): all angles ≤ π/2, so the P1 stiffness matrix is an M-matrix."""
+    return dolfinx.mesh.create_rectangle(
+        comm, [np.asarray(lo, float), np.asarray(hi, float)], [int(n[0]), int(n[1])],
+        cell_type=dolfinx.mesh.CellType.triangle, diagonal=dolfinx.mesh.DiagonalType.right,
+    )
+
+
+def _read_msh(path: Path, comm, gdim: int):
+    # 0.5.2's ``gmshio.read_from_msh`` is broken (it returns an undefined name), so
+    # every version goes the same way: rank 0 merges the file into a gmsh model
+    # and ``model_to_mesh`` distributes it (0.5/0.9: ``io.gmshio``, returns a
+    # tuple; 0.10: ``io.gmsh``, returns ``MeshData``).
+    import gmsh
+
+    if VERSION >= (0, 10):
+        from dolfinx.io import gmsh as gmsh_io
+    else:
+        from dolfinx.io import gmshio as gmsh_io
+    err = None
+    if comm.rank == 0:
+        gmsh.initialize()
+        gmsh.option.setNumber("General.Terminal", 0)
+        try:
+            gmsh.merge(str(path))
+            if not gmsh.model.getPhysicalGroups(gdim):
+                err = f"no physical group of dimension {gdim} (cells) in it — tag the domain, e.g. with meshes.generate"
+        except Exception as exc:  # gmsh raises a bare Exception on unreadable files
+            err = str(exc) or type(exc).__name__
+    err = comm.bcast(err, root=0)
+    try:
+        if err is not None:
+            raise ValueError(err)
+        out = gmsh_io.model_to_mesh(gmsh.model, comm, 0, gdim=gdim)
+    finally:
+        if comm.rank == 0:
+            gmsh.finalize()
+    return out.mesh if hasattr(out, "mesh") else out[0]
+
+
+def read_mesh(path, comm, gdim: int):
+    """Read a mesh from a gmsh ``.msh`` or an XDMF file (mesh named "mesh").
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for one
+    that does not parse, naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"mesh file {path} does not exist; expected a gmsh .msh or an XDMF (.xdmf) file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".msh":
+            return _read_msh(path, comm, gdim)
+        if suffix == ".xdmf":
+            with dolfinx.io.XDMFFile(comm, str(path), "r") as fh:
+                return fh.read_mesh(name="mesh")
+    except Exception as exc:  # DOLFINx/gmsh raise RuntimeError, KeyError, ... on bad files
+        raise ValueError(f"cannot read mesh file {path}: {type(exc).__name__}: {exc}") from None
+    raise ValueError(f"mesh file {path} has suffix {suffix!r}; expected .msh (gmsh) or .xdmf")
+
+
+def stiffness_and_lumped_mass(V):
+    """Assemble K_ij = ∫∇ψ_j·∇ψ_i (PETSc AIJ, owned rows) and m_i = ∫ψ_i (owned entries).
+
+    Returns (K, m) with m a numpy array of the owned dofs.
+    """
+    u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+    K = dolfinx.fem.petsc.assemble_matrix(dolfinx.fem.form(ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx))
+    K.assemble()
+    b = dolfinx.fem.petsc.assemble_vector(dolfinx.fem.form(v * ufl.dx))
+    b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+    m = b.array.copy()  # owned part (ghost contributions summed in)
+    b.destroy()
+    return K, m
+
+
+def cell_dofs(V) -> np.ndarray:
+    """(owned cells, vertices per cell) table of local dof indices."""
+    mesh = V.mesh
+    tdim = mesh.topology.dim
+    ncells = mesh.topology.index_map(tdim).size_local
+    lst = V.dofmap.list
+    arr = np.asarray(lst.array if hasattr(lst, "array") else lst)  # 0.5: AdjacencyList; 0.9+: ndarray
+    nv = tdim + 1
+    return arr.reshape(-1, nv)[:ncells].astype(np.int64)
+
+
+def dof_layout(V):
+    """(n_owned, n_global, local→global array over owned+ghost dofs, dof coordinates (n_local, 3))."""
+    imap = V.dofmap.index_map
+    nloc = imap.size_local
+    nall = nloc + imap.num_ghosts
+    l2g = np.asarray(imap.local_to_global(np.arange(nall, dtype=np.int32)), dtype=np.int64)
+    return nloc, int(imap.size_global), l2g, np.asarray(V.tabulate_dof_coordinates())
+
+
+class XDMFWriter:
+    """Write P1 fields ρ, φ per time level to ``path`` (.xdmf + .h5) atomically.
+
+    All ranks write into a temporary folder beside ``path``; on ``close`` rank
+    0 moves both files into place (the .xdmf names the .h5 by file name, so
+    they keep matching).
+    """
+
+    def __init__(self, V, path, comm):
+        import tempfile
+
+        self.V, self.comm = V, comm
+        self.path = Path(path).with_suffix(".xdmf")
+        tmp = None
+        if comm.rank == 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = tempfile.mkdtemp(prefix=f".{self.path.stem}.", dir=self.path.parent)
+        self.tmpdir = Path(comm.bcast(tmp, root=0))
+        self.fh = dolfinx.io.XDMFFile(comm, str(self.tmpdir / self.path.name), "w")
+        self.fh.write_mesh(V.mesh)
+        self.funcs = {}
+
+    def write(self, name: str, owned_values: np.ndarray, t: float) -> None:
+        if name not in self.funcs:
+            f = dolfinx.fem.Function(self.V)
+            f.name = name
+            self.funcs[name] = f
+        f = self.funcs[name]
+        n = owned_values.size
+        f.x.array[:n] = owned_values
+        f.x.scatter_forward()
+        self.fh.write_function(f, float(t))
+
+    def close(self) -> Path:
+        self.fh.close()
+        self.comm.barrier()
+        if self.comm.rank == 0:
+            for src in self.tmpdir.iterdir():
+                os.replace(src, self.path.parent / src.name)
+            self.tmpdir.rmdir()
+        self.comm.barrier()
+        return self.path
