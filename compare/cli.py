@@ -250,9 +250,9 @@ def main(argv=None) -> int:
 
     from .cases import UnknownCase
 
-    if args.command in _TORCH_COMMANDS:
-        _set_torch_threads()
     try:
+        if args.command in _TORCH_COMMANDS:
+            _set_torch_threads()
         return int(args.func(args) or 0)
     except (CLIError, ProblemFileError, FileExistsError, UnknownCase, NoClosedForm) as exc:
         print(f"mfglab {args.command}: error: {exc}", file=sys.stderr)
