@@ -53,6 +53,7 @@ def _add_solve(sub):
     p.add_argument("--mesh", default=None, help="fe: box | disc | obstacle | a mesh file")
     p.add_argument("--h", type=float, default=None, help="fe: mesh size")
     p.add_argument("--xdmf", type=Path, default=None, help="fe: also write XDMF for ParaView here")
+    p.add_argument("--figure", type=Path, default=None, help="fe: also write a PNG of the density here")
     p.add_argument("--out", type=Path, required=True, help="solution file to write (.npz)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=_run_solve)
@@ -78,18 +79,31 @@ def _run_solve(args) -> int:
         val = getattr(args, key)
         if val is not None:
             opts[key] = val
-    if args.xdmf is not None:
-        opts["xdmf_path"] = args.xdmf
+    if args.method == "fe":
+        # under mpirun every rank solves; rank 0 alone writes the files
+        opts.update(xdmf_path=args.xdmf, figure_path=args.figure, npz_path=args.out)
+    elif args.xdmf is not None or args.figure is not None:
+        raise CLIError("--xdmf and --figure are finite-element outputs; use them with --method fe")
     if args.method != "exact":
         opts["progress"] = _progress_line
-    print(f"solving {args.problem} ({problem.family}, {problem.dim}D) with method {args.method}", flush=True)
+    rank0 = _mpi_rank() == 0
+    if rank0:
+        print(f"solving {args.problem} ({problem.family}, {problem.dim}D) with method {args.method}", flush=True)
     t0 = time.perf_counter()
     sol = pde.solve(problem, args.method, **opts)
     sol.meta.setdefault("wall_time_s", time.perf_counter() - t0)
-    sol.save(args.out)
-    print(sol.summary())
-    print(f"wrote {args.out}")
+    if args.method != "fe":
+        sol.save(args.out)
+    if rank0:
+        print(sol.summary())
+        print(f"wrote {args.out}")
     return 0
+
+
+def _mpi_rank() -> int:
+    """This process's MPI rank (0 without MPI or when mpi4py was never imported)."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    return int(mpi.COMM_WORLD.rank) if mpi is not None else 0
 
 
 # --------------------------------------------------------------------- cases
@@ -264,7 +278,7 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"mfglab {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
+    except (RuntimeError, FloatingPointError) as exc:
         print(f"mfglab {args.command}: failed: {exc}", file=sys.stderr)
         return 1
 
