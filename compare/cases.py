@@ -168,7 +168,7 @@ _CASES = [
          _sgm_checkerboard_2d, ("exact", "fd"), "sgm", 3000, "sgm_checkerboard_2d.toml"),
     Case("sgm-8gaussians-2d", "score-based model with the HJB regulariser on the eight-Gaussians toy",
          _sgm_8gaussians_2d, ("exact", "fd"), "hjb-sgm", 3000),
-    Case("wgf-gaussian-2d", "Wasserstein gradient flow of KL(.|N(0,I)) from a correlated 2D Gaussian (JKO steps)",
+    Case("wgf-gaussian-2d", "Wasserstein gradient flow of the KL divergence to N(0,I) from a correlated 2D Gaussian",
          _wgf_gaussian_2d, ("exact", "fd"), "wgf", 1500, "wgf_gaussian_2d.toml"),
     Case("lq-mixture-1d", "linear-quadratic MFG with mean coupling, 1D mixture, nu=0.1 (Riccati closed form)",
          _lq_mixture_1d, ("exact", "fd"), "otflow", 1000, "lq_mixture_1d.toml"),

@@ -70,3 +70,15 @@ def test_example_file_holds_the_same_problem(name):
     prob = case.build()
     from_file = pde.load_problem(path, {"n": list(prob.n), "nt": prob.nt})
     assert from_file.describe() == prob.describe()
+
+
+@pytest.mark.parametrize("name", [n for n in CASE_NAMES if "exact" in C.get_case(n).truth])
+def test_closed_form_truth_scores_zero_against_itself(name):
+    from compare.metrics import evaluate
+
+    prob = C.get_case(name).problem(n=24, nt=8)
+    sol = pde.solve(prob, "exact")
+    out = evaluate(sol, sol, prob)
+    for key in ("l1", "hellinger", "kl_truth_model", "kl_model_truth", "w2", "phi_l2", "phi_max"):
+        vals = [v for v in out["metrics"][key]["values"] if v is not None]
+        assert vals and max(abs(v) for v in vals) < 1e-9, (key, vals)  # identical arrays: zero up to round-off
