@@ -41,7 +41,7 @@ from ..wellposed import StudyOutput
 from ._common import integrate_velocity, newton_count, pairwise_rms, path_energy, rms_distance, spread
 
 FULL = dict(steps=300, batch=256, width=32, depth=2, nsteps=4, ot_width=16, lr_ffjord=1e-2, lr_otflow=2e-2,
-            rnode_lams=(1.0, 0.1), n_paths=512, nt=20, seeds=3,
+            rnode_lams=(1.0, 0.1), n_paths=512, nt=20, seeds=3, snapshots=4,
             fd_lams=(1.0, 0.5, 0.25, 0.1, 0.05, 0.025, 0.01), fd_n=60, fd_nt=20,
             affine_lams=(1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001))
 QUICK = dict(FULL, steps=80, batch=128, rnode_lams=(), n_paths=256, nt=10, fd_lams=(1.0, 0.25, 0.05), fd_n=40,
@@ -147,18 +147,31 @@ def _problem(base, lam: float):
 def _train_group(label, model, prob, hp, lr, cfg, seeds, x0, log):
     import neural
 
-    paths, stats = [], []
+    paths, stats, snaps = [], [], []
+    every = max(1, cfg["steps"] // cfg["snapshots"])
     for seed in range(seeds):
         t0 = time.perf_counter()
+        snap = {}
+
+        def cb(step, net, snap=snap):
+            # paths during training (callback time is not training time); the last one is taken after training
+            if step < cfg["steps"]:
+                snap[int(step)] = neural.trajectories(net, x0, cfg["nt"])
+            return False
+
         res = neural.train(prob, model, steps=cfg["steps"], seed=seed, batch=cfg["batch"], lr=lr, progress=False,
-                           device="cpu", **hp)
+                           device="cpu", callback=cb, callback_every=every, **hp)
         paths.append(neural.trajectories(res, x0, cfg["nt"]))
+        snap[int(cfg["steps"])] = paths[-1]
+        snaps.append(snap)
         stats.append({"seed": seed, "loss_last": float(np.mean(res.losses[-20:])), "train_s": time.perf_counter() - t0})
         log(f"  {label} seed {seed}: loss {stats[-1]['loss_last']:.4f} ({stats[-1]['train_s']:.0f} s)")
-    return paths, stats
+    steps = sorted(set.intersection(*(set(sn) for sn in snaps)))
+    history = {"steps": steps, "pairwise_path_rms": [pairwise_rms([sn[k] for sn in snaps])[0] for k in steps]}
+    return paths, stats, history
 
 
-def _measure(label, paths, stats, target, ref_paths, T, rng_seed):
+def _measure(label, paths, stats, target, ref_paths, T, rng_seed, history=None):
     from compare.metrics import w2_samples
 
     rng = np.random.default_rng(rng_seed)
@@ -174,7 +187,7 @@ def _measure(label, paths, stats, target, ref_paths, T, rng_seed):
         energies.append(path_energy(p, T))
         dref.append(rms_distance(p, ref_paths))
     dpath, dterm = pairwise_rms(paths)
-    return {"label": label, "seeds": len(paths), "w2_terminal_samples": fits, "w2_sample_floor": floor,
+    return {"history": history, "label": label, "seeds": len(paths), "w2_terminal_samples": fits, "w2_sample_floor": floor,
             "w2_terminal_gaussian": fits_g, "energy": energies, "energy_spread": spread(energies),
             "energy_optimal": 0.5 * w2_gaussian(paths[0][0].mean(0), np.cov(paths[0][0].T), tm, tS) / T,
             "pairwise_path_rms": dpath, "pairwise_terminal_rms": dterm, "rms_to_optimal_paths": dref,
@@ -202,25 +215,25 @@ def run(quick: bool = False, seeds: int | None = None, log=print, **options) -> 
     groups = []
     hp_ff = dict(width=cfg["width"], depth=cfg["depth"], nsteps=cfg["nsteps"])
     log(f"kinetic: {K} seeds × {cfg['steps']} steps per model")
-    paths, st = _train_group("FFJORD (λ = 0)", "ffjord", base, dict(hp_ff, alpha_L=0.0), cfg["lr_ffjord"], cfg, K,
-                             x0, log)
-    groups.append(dict(_measure("FFJORD, no kinetic cost", paths, st, gamma, ref_lim, T, 7), model="ffjord",
-                       lam=0.0, paths=paths))
+    paths, st, hist = _train_group("FFJORD (λ = 0)", "ffjord", base, dict(hp_ff, alpha_L=0.0), cfg["lr_ffjord"], cfg,
+                                   K, x0, log)
+    groups.append(dict(_measure("FFJORD, no kinetic cost", paths, st, gamma, ref_lim, T, 7, hist), model="ffjord",
+                       lam=0.0, paths=paths, ref=ref_lim))
     for lam in cfg["rnode_lams"]:
         prob = _problem(base, lam)
         cf = closed_form(prob)
         ref = integrate_velocity(cf.velocity, x0, T, cfg["nt"])
-        paths, st = _train_group(f"free-form + kinetic λ={lam:g}", "ffjord", prob, dict(hp_ff, alpha_L=1.0),
-                                 cfg["lr_ffjord"], cfg, K, x0, log)
-        groups.append(dict(_measure(f"free-form + kinetic, λ = {lam:g}", paths, st, cf.law(T), ref, T, 7),
-                           model="ffjord+kinetic", lam=lam, paths=paths))
+        paths, st, hist = _train_group(f"free-form + kinetic λ={lam:g}", "ffjord", prob, dict(hp_ff, alpha_L=1.0),
+                                       cfg["lr_ffjord"], cfg, K, x0, log)
+        groups.append(dict(_measure(f"free-form + kinetic, λ = {lam:g}", paths, st, cf.law(T), ref, T, 7, hist),
+                           model="ffjord+kinetic", lam=lam, paths=paths, ref=ref))
     prob1 = _problem(base, 1.0)
     cf1 = closed_form(prob1)
     ref1 = integrate_velocity(cf1.velocity, x0, T, cfg["nt"])
-    paths, st = _train_group("OT-Flow λ=1", "otflow", prob1, dict(width=cfg["ot_width"], nsteps=cfg["nsteps"]),
-                             cfg["lr_otflow"], cfg, K, x0, log)
-    groups.append(dict(_measure("OT-Flow, λ = 1", paths, st, cf1.law(T), ref1, T, 7), model="otflow", lam=1.0,
-                       paths=paths))
+    paths, st, hist = _train_group("OT-Flow λ=1", "otflow", prob1, dict(width=cfg["ot_width"], nsteps=cfg["nsteps"]),
+                                   cfg["lr_otflow"], cfg, K, x0, log)
+    groups.append(dict(_measure("OT-Flow, λ = 1", paths, st, cf1.law(T), ref1, T, 7, hist), model="otflow", lam=1.0,
+                       paths=paths, ref=ref1))
 
     log("kinetic: PDE side (FD, 1D otflow Gaussian)")
     fd_rows = fd_sweep(cfg["fd_lams"], cfg["fd_n"], cfg["fd_nt"], log)
@@ -250,18 +263,23 @@ def run(quick: bool = False, seeds: int | None = None, log=print, **options) -> 
           _nearest(aff, r["lam"])] for r in fd_rows])
     aff_table = markdown_table(["λ", "Hessian eig min", "eig max", "condition"],
                                [[a["lam"], a["eig_min"], a["eig_max"], a["condition"]] for a in aff])
+    steps_h = groups[0]["history"]["steps"]
+    hist_table = markdown_table(["model"] + [f"step {k}" for k in steps_h],
+                                [[g["label"]] + list(g["history"]["pairwise_path_rms"]) for g in groups])
     md = (f"Data: case `otflow-gaussian-2d` (π = N((1, -0.5), diag(0.5, 0.3)), γ = N(0, I), T = 1); {K} seeds per "
           f"model, {cfg['steps']} Adam steps, batch {cfg['batch']}, {cfg['n_paths']} common starting points, "
           f"{cfg['nt']} time levels. Targets: γ for FFJORD (λ = 0 minimises KL alone), the closed-form ρ_T otherwise. "
           "Optimal paths: the closed-form straight lines of each λ (for FFJORD the λ → 0 limit, the OT paths to γ).\n\n"
           + table +
           f"\n\n**FFJORD's seeds disagree {ratio_path:.1f}× more than OT-Flow's along the paths and "
-          f"{ratio_term:.1f}× more at t = T** (pairwise RMS), while both fit their terminal law.")
+          f"{ratio_term:.1f}× more at t = T** (pairwise RMS), while both fit their terminal law.\n\n"
+          "Pairwise path RMS across seeds during training (the same starting points; a well-posed objective drives "
+          "the seeds together as training proceeds):\n\n" + hist_table)
     sec1 = Section("Trajectories across seeds", md,
                    [FigureSpec("fig_kinetic.png", _figure(groups, fd_rows, aff, cfg),
                                "Top: paths of 3 seeds from the same 24 starting points (one colour per seed), "
                                "closed-form optimal paths dashed. Bottom: the λ → 0 sweep.")],
-                   data={"groups": [{k: v for k, v in g.items() if k != "paths"} for g in groups],
+                   data={"groups": [{k: v for k, v in g.items() if k not in ("paths", "ref")} for g in groups],
                          "ratio_path_ffjord_over_otflow": ratio_path, "ratio_terminal_ffjord_over_otflow": ratio_term})
     sec2 = Section("λ → 0 on the PDE side", (
         "1D otflow, π = N(1.5, 0.5²), γ = N(0, 1), FD on [-5, 5] with "
@@ -292,7 +310,7 @@ def _nearest(aff, lam):
 def _figure(groups, fd_rows, aff, cfg):
     import matplotlib.pyplot as plt
 
-    ncol = max(len(groups), 3)
+    ncol = max(len(groups), 4)
     fig, axes = plt.subplots(2, ncol, figsize=(3.6 * ncol, 7.2), constrained_layout=True)
     sel = np.arange(24)
     for ax, g in zip(axes[0], groups):
@@ -301,6 +319,8 @@ def _figure(groups, fd_rows, aff, cfg):
                 ax.plot(p[:, i, 0], p[:, i, 1], color=f"C{k}", lw=0.7, alpha=0.8)
             ax.plot(p[-1, sel, 0], p[-1, sel, 1], "x", color=f"C{k}", ms=3)
         p0 = g["paths"][0]
+        for i in sel:
+            ax.plot(g["ref"][:, i, 0], g["ref"][:, i, 1], "k--", lw=0.6, alpha=0.6)
         ax.plot(p0[0, sel, 0], p0[0, sel, 1], "o", mfc="none", color="k", ms=3)
         ax.set_title(f"{g['label']}\npath RMS across seeds {g['pairwise_path_rms']:.3f}", fontsize=9)
         ax.set_xlabel("x")
@@ -343,6 +363,16 @@ def _figure(groups, fd_rows, aff, cfg):
     ax.set_title("neural: spread across seeds", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    for ax in axes[1][3:]:
+    ax = axes[1][3]
+    for k, g in enumerate(groups):
+        hst = g.get("history")
+        if hst and hst["steps"]:
+            ax.plot(hst["steps"], hst["pairwise_path_rms"], "o-", color=f"C{k}", label=g["label"])
+    ax.set_xlabel("training step")
+    ax.set_ylabel("pairwise path RMS across seeds")
+    ax.set_title("spread across seeds during training", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    for ax in axes[1][4:]:
         ax.axis("off")
     return fig
