@@ -90,7 +90,7 @@ def test_score_dsm_noise_blows_up_at_small_s(score):
 @pytest.fixture(scope="module")
 def kinetic(tmp_path_factory):
     out = tmp_path_factory.mktemp("wp") / "kinetic"
-    return out, run_study("kinetic", out, quick=True, log=lambda *a: None, steps=60, n_paths=192,
+    return out, run_study("kinetic", out, quick=True, seeds=2, log=lambda *a: None, steps=60, n_paths=128,
                           fd_lams=(1.0, 0.05))[1]
 
 
@@ -119,7 +119,7 @@ def test_kinetic_neural_runs_are_measured(kinetic):
     ff, ot = d["groups"][0], d["groups"][-1]
     assert ff["model"] == "ffjord" and ot["model"] == "otflow"
     for g in (ff, ot):
-        assert len(g["w2_terminal_gaussian"]) == 3 and np.all(np.isfinite(g["w2_terminal_gaussian"]))
+        assert len(g["w2_terminal_gaussian"]) == 2 and np.all(np.isfinite(g["w2_terminal_gaussian"]))
         assert g["pairwise_path_rms"] > 0 and np.isfinite(g["energy_spread"])
         assert len(g["history"]["steps"]) >= 2
     # OT-Flow's paths start where the closed form's do and stay within the box scale

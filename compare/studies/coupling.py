@@ -139,9 +139,9 @@ def run(quick: bool = False, seeds: int | None = None, log=print, **options) -> 
     t1 = markdown_table(["equilibrium", "mean of ρ_T", "final residual", "Newton its (last solve)", "mass error"],
                         [[r["equilibrium"], r["mean_T"], r["final_residual"], r["iterations_last_solve"],
                           r["mass_error"]] for r in eq_rows])
-    t2 = markdown_table(["pair", "‖ρ_T,a − ρ_T,b‖₁", "max |ρ_a − ρ_b|", "∫∫(f(ρ_a) − f(ρ_b))(ρ_a − ρ_b)"],
+    t2 = markdown_table(["pair", "‖ρ_T,a − ρ_T,b‖₁", "max abs(ρ_a − ρ_b)", "∫∫(f(ρ_a) − f(ρ_b))(ρ_a − ρ_b)"],
                         [[f"{p['a']} / {p['b']}", p["l1_rho_T"], p["max_rho"], p["lasry_lions"]] for p in pairs])
-    t3 = markdown_table(["initial guess", "Newton its", "final residual", "max |Δρ| vs default", "max |Δφ| vs default",
+    t3 = markdown_table(["initial guess", "Newton its", "final residual", "max abs(Δρ) vs default", "max abs(Δφ − c) vs default",
                          "mean of ρ_T"],
                         [[r["guess"], r["iterations"], r["final_residual"], r["max_drho"], r["max_dphi"], r["mean_T"]]
                          for r in mono_rows])

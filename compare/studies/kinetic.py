@@ -254,7 +254,7 @@ def run(quick: bool = False, seeds: int | None = None, log=print, **options) -> 
                      f"{np.mean(g['energy']):.3g} (opt {g['energy_optimal']:.3g})", g["energy_spread"],
                      float(np.mean(g["rms_to_optimal_paths"]))])
     table = markdown_table(["model", "W2(X_T, target) Gaussian", "W2 samples", "pairwise path RMS",
-                            "pairwise X_T RMS", "path energy ½E∫|Ẋ|²", "energy std/mean",
+                            "pairwise X_T RMS", "path energy ½E∫‖Ẋ‖²", "energy std/mean",
                             "RMS to optimal paths"], rows)
     fd_table = markdown_table(
         ["λ", "W2(ρ_T, γ) FD", "W2(ρ_T, γ) closed form", "Newton iterations (cold)", "FD converged",

@@ -192,7 +192,7 @@ def run(quick: bool = False, seeds: int | None = None, log=print, **options) -> 
         "HJB: score = -∇φ of the nonlinear Newton solve; FP: ∇log η of the linear OU forward solve (Cole–Hopf).\n\n"
         + tA + "\n\nFitted orders in h: " + ", ".join(f"{k} {v:.2f}" for k, v in orders.items() if v is not None)),
         data={"rows": rA, "orders": orders})
-    tB = markdown_table(["s", "σ_s²", "J(s) = E|∇log η_s|²", "V(s) noise variance", "V Monte Carlo (± s.e.)",
+    tB = markdown_table(["s", "σ_s²", "J(s) = E‖∇log η_s‖²", "V(s) noise variance", "V Monte Carlo (± s.e.)",
                          "signal/noise J/V"],
                         [[r["s"], r["sigma2"], r["fisher"], r["noise_var"],
                           f"{r['noise_var_mc']:.4g} ± {r['noise_var_mc_se']:.2g}", r["snr"]] for r in rB])
