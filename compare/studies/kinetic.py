@@ -273,8 +273,8 @@ def run(quick: bool = False, seeds: int | None = None, log=print, **options) -> 
           + table +
           f"\n\n**FFJORD's seeds disagree {ratio_path:.1f}× more than OT-Flow's along the paths and "
           f"{ratio_term:.1f}× more at t = T** (pairwise RMS), while both fit their terminal law.\n\n"
-          "Pairwise path RMS across seeds during training (the same starting points; a well-posed objective drives "
-          "the seeds together as training proceeds):\n\n" + hist_table)
+          "Pairwise path RMS across seeds during training (the same starting points; the learning rate decays "
+          "on a cosine schedule, so every spread shrinks late in training — compare the models at equal steps):\n\n" + hist_table)
     sec1 = Section("Trajectories across seeds", md,
                    [FigureSpec("fig_kinetic.png", _figure(groups, fd_rows, aff, cfg),
                                "Top: paths of 3 seeds from the same 24 starting points (one colour per seed), "
