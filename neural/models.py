@@ -142,13 +142,39 @@ def _potential_rhs(net: PotentialNet, t, x, lam: float, costs: bool):
     ℓ the log-determinant (∇·v), L the kinetic cost (λ/2)|v|², R the HJB
     residual of the MFG with ν = 0, F = 0.
     """
-    _, g, lap = net.grad_lap(x, t)
+    _, g, lap = net.grad_lap(x, t, need_phi=False)
     gx, gt = g[:, :-1], g[:, -1]
     out = [-gx / lam, -lap / lam]
     if costs:
         kin = (gx * gx).sum(1) / (2.0 * lam)
         out += [kin, (kin - gt).abs()]
     return out
+
+
+def potential_flow(net: PotentialNet, x: torch.Tensor, t0: float, t1: float, nsteps: int, lam: float) -> torch.Tensor:
+    """RK4 of the OT-Flow augmented state on [t0, t1] as one (N, d+3) tensor (x, ℓ, L, R).
+
+    Same dynamics as :func:`_potential_rhs`; one tensor and scalar steps keep the number
+    of kernels per step small (it bounds the speed of the GPU step).
+    """
+    d = x.shape[1]
+    h = (t1 - t0) / nsteps
+
+    def f(t, y):
+        _, g, lap = net.grad_lap(y[:, :d], t, need_phi=False)
+        gx, gt = g[:, :d], g[:, d:]
+        kin = (gx * gx).sum(1, keepdim=True) * (0.5 / lam)
+        return torch.cat([gx * (-1.0 / lam), lap[:, None] * (-1.0 / lam), kin, (kin - gt).abs()], dim=1)
+
+    y = torch.cat([x, x.new_zeros(x.shape[0], 3)], dim=1)
+    for k in range(nsteps):
+        t = t0 + k * h
+        k1 = f(t, y)
+        k2 = f(t + 0.5 * h, y.add(k1, alpha=0.5 * h))
+        k3 = f(t + 0.5 * h, y.add(k2, alpha=0.5 * h))
+        k4 = f(t + h, y.add(k3, alpha=h))
+        y = y.add(k1.add(k2, alpha=2.0).add_(k3, alpha=2.0).add_(k4), alpha=h / 6.0)
+    return y
 
 
 class OTFlow(NeuralModel):
@@ -185,8 +211,9 @@ class OTFlow(NeuralModel):
 
     def loss(self, batch: dict, step: int = 0):
         x = batch["x"]
-        z = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        xT, ell, L, R = rk4(lambda t, y: self.rhs(t, y[0], True), [x, z, z, z], z, z + self.T, self.nsteps)
+        y = potential_flow(self.net, x, 0.0, self.T, self.nsteps, self.lam)
+        d = self.d
+        xT, ell, L, R = y[:, :d], y[:, d], y[:, d + 1], y[:, d + 2]
         nll = -self.ref.logpdf(xT) - ell
         aL, aC, aR = self.alpha
         parts = {"kinetic": L.mean(), "nll": nll.mean(), "hjb": R.mean()}
@@ -493,7 +520,8 @@ class NeuralWGF(NeuralModel):
     ≈ log(ρ_t/π) + const, v = -∇φ.
 
     Hyper-parameters: width (32), nlayers (2), rank, nsteps (4 RK4 steps per
-    block), alpha_L, alpha_C, alpha_R (1), steps_per_block (set by train).
+    block), alpha_L, alpha_C, alpha_R (1), steps_per_block (set by train). Each block starts
+    from the previous block's weights and runs its own learning-rate cycle.
     """
 
     name = "wgf"
@@ -518,6 +546,23 @@ class NeuralWGF(NeuralModel):
         self.steps_per_block = int(steps_per_block)
         self.alpha = (float(alpha_L), float(alpha_C), float(alpha_R))
 
+    def on_step(self, step: int) -> None:
+        """Warm start: when block k ≥ 1 becomes active, it starts from block k-1's weights.
+
+        Called by the training loop before each step; a function of the step only, so a
+        resumed run repeats it exactly.
+        """
+        k = step // self.steps_per_block
+        if 1 <= k < self.K and step % self.steps_per_block == 0:
+            with torch.no_grad():
+                self.blocks[k].load_state_dict(self.blocks[k - 1].state_dict())
+
+    def schedule_position(self, step: int, steps: int) -> tuple:
+        """(position, length) of the step in its block's learning-rate cycle."""
+        k = self.active_block(step)
+        length = self.steps_per_block if k < self.K - 1 else max(1, steps - k * self.steps_per_block)
+        return step - k * self.steps_per_block, length
+
     def active_block(self, step: int) -> int:
         return min(step // self.steps_per_block, self.K - 1)
 
@@ -534,9 +579,9 @@ class NeuralWGF(NeuralModel):
         x = batch["x"]
         with torch.no_grad():
             x = self._push(x, 0, k)
-        z = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        xT, ell, L, R = rk4(lambda t, y: _potential_rhs(self.blocks[k], t, y[0], 1.0, True), [x, z, z, z], z,
-                            z + self.tau, self.nsteps)
+        y = potential_flow(self.blocks[k], x, 0.0, self.tau, self.nsteps, 1.0)
+        d = self.d
+        xT, ell, L, R = y[:, :d], y[:, d], y[:, d + 1], y[:, d + 2]
         nll = -self.ref.logpdf(xT) - ell
         aL, aC, aR = self.alpha
         parts = {"kinetic": L.mean(), "nll": nll.mean(), "hjb": R.mean(), "block": torch.full((), float(k), dtype=x.dtype, device=x.device)}

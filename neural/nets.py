@@ -94,22 +94,23 @@ class PotentialNet(nn.Module):
         As = s @ self.A.T
         return u @ self.w + 0.5 * (As * As).sum(1) + s @ self.b + self.c
 
-    def grad_lap(self, x: torch.Tensor, t, need_lap: bool = True):
+    def grad_lap(self, x: torch.Tensor, t, need_lap: bool = True, need_phi: bool = True):
         """Φ, ∇_sΦ = (∇_xΦ, ∂tΦ) and Δ_xΦ in closed form.
 
         Args:
             x: (N, d) points.
             t: (N,) times or a float.
             need_lap: skip the Laplacian (returns None) when False.
+            need_phi: skip Φ itself (returns None) when False (the flows need only ∇Φ and ΔΦ).
 
         Returns:
-            (Φ (N,), grad (N, d+1), lap (N,) or None).
+            (Φ (N,) or None, grad (N, d+1), lap (N,) or None).
         """
         d = self.d
         s = torch.cat([x, _as_time(t, x)[:, None]], dim=1)
         zs, u = self._forward_states(s)
         As = s @ self.A.T
-        phi = u @ self.w + 0.5 * (As * As).sum(1) + s @ self.b + self.c
+        phi = u @ self.w + 0.5 * (As * As).sum(1) + s @ self.b + self.c if need_phi else None
         tanhs = [torch.tanh(z) for z in zs]
         # backward sweep: g_i = ∂Φ_N/∂u_i
         g = self.w.expand_as(u)
@@ -123,13 +124,18 @@ class PotentialNet(nn.Module):
             return phi, grad, None
         K0x = self.K0.weight[:, :d]  # (m, d)
         lap = ((1.0 - tanhs[0] ** 2) * gs[0]) @ (K0x * K0x).sum(1)
-        J = tanhs[0][:, :, None] * K0x[None]  # (N, m, d) = ∂u₀/∂x
+        # J_j = ∂u/∂x_j, one (N, m) matrix per direction (d ≤ a few: plain matmuls, no batched copies)
+        J = [tanhs[0] * K0x[:, j] for j in range(d)]
         for i, layer in enumerate(self.layers, start=1):
-            KJ = torch.einsum("ij,njd->nid", layer.weight, J)
+            KJ = [Jj @ layer.weight.T for Jj in J]
+            sq = KJ[0] * KJ[0]
+            for KJj in KJ[1:]:
+                sq = sq + KJj * KJj
             coef = (1.0 - tanhs[i] ** 2) * gs[i]
-            lap = lap + self.h * (coef[:, :, None] * KJ * KJ).sum((1, 2))
+            lap = lap + self.h * (coef * sq).sum(1)
             if i < len(self.layers):  # the last Jacobian is not needed
-                J = J + self.h * tanhs[i][:, :, None] * KJ
+                th = self.h * tanhs[i]
+                J = [Jj + th * KJj for Jj, KJj in zip(J, KJ)]
         Ax = self.A[:, :d]
         lap = lap + (Ax * Ax).sum()
         return phi, grad, lap

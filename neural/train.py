@@ -379,7 +379,8 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
         resume: continue from ``out_dir/checkpoint.pt`` when it exists.
         progress: show a progress bar.
         batch, lr: batch size and Adam learning rate (model defaults).
-        schedule: "cosine" (lr·(0.05 + 0.95·½(1 + cos πk/steps)) at step k) or "constant".
+        schedule: "cosine" (lr·(0.05 + 0.95·½(1 + cos πk/steps)) at step k; for wgf one cycle per
+            JKO block) or "constant".
         fast: "auto" (CUDA graph on CUDA when the model allows it), True, False.
         ckpt_every: steps between checkpoints (default steps/10).
         sync_every: steps between host reads of the loss on the fast path.
@@ -436,7 +437,8 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
                            capturable=use_graph)
 
     def set_lr(k):
-        f = 1.0 if schedule == "constant" else 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * k / steps))
+        pos, length = net.schedule_position(k, steps) if hasattr(net, "schedule_position") else (k, steps)
+        f = 1.0 if schedule == "constant" else 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * pos / length))
         for g in opt.param_groups:
             if torch.is_tensor(g["lr"]):
                 g["lr"].fill_(lr * f)
@@ -506,6 +508,8 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
             rng = np.random.default_rng([int(seed), int(step)])
             batch_t = _to_device(net.draw(batch, rng, step), dt, dev, step)
             set_lr(step)
+            if hasattr(net, "on_step"):
+                net.on_step(step)
             if use_graph and graph is None and step - start >= 3:
                 try:
                     graph = _GraphStep(net, opt, batch_t, step)
