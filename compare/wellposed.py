@@ -136,6 +136,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="report folder (default out/wellposed-STUDY)")
     p.add_argument("--quick", action="store_true", help="reduced version (about a minute)")
     p.add_argument("--seeds", type=int, default=None, help="training seeds (default: the study's, 3)")
+    p.add_argument("--device", default=None, help="training device for kinetic/score/stability: cpu (default), "
+                                                   "cuda, cuda:N or auto")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a shared CPU)")
     p.add_argument("--force", action="store_true", help="replace the report folder if it exists")
     p.set_defaults(func=_run_cli)
@@ -145,7 +147,12 @@ def _run_cli(args) -> int:
     if args.study not in STUDIES:
         raise UnknownStudy(f"unknown study {args.study!r}; expected one of: {', '.join(STUDIES)}")
     out = args.out or Path("out") / f"wellposed-{args.study}"
+    opts = {}
+    if args.device is not None:
+        if args.study == "coupling":
+            raise ValueError("--device: the coupling study trains no model (FD only); leave --device out")
+        opts["device"] = args.device
     path, _ = run_study(args.study, out, quick=args.quick, seeds=args.seeds, force=args.force,
-                        threads=args.threads if args.threads > 0 else None)
+                        threads=args.threads if args.threads > 0 else None, **opts)
     print(f"report: {path / 'report.html'} (or report.md)")
     return 0

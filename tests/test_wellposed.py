@@ -149,6 +149,8 @@ def test_cli_errors(tmp_path, capsys):
     (tmp_path / "exists").mkdir()
     assert main(["wellposed", "coupling", "--out", str(tmp_path / "exists")]) == 2
     assert "--force" in capsys.readouterr().err
+    assert main(["wellposed", "coupling", "--device", "cpu", "--out", str(tmp_path / "c")]) == 2  # FD only
+    assert "trains no model" in capsys.readouterr().err
     with pytest.raises(UnknownStudy):
         run_study("nope", tmp_path / "y")
     with pytest.raises(ValueError, match="seeds"):

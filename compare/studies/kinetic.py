@@ -43,7 +43,7 @@ from ._common import integrate_velocity, newton_count, pairwise_rms, path_energy
 FULL = dict(steps=300, batch=256, width=32, depth=2, nsteps=4, ot_width=16, lr_ffjord=1e-2, lr_otflow=2e-2,
             rnode_lams=(1.0, 0.1), n_paths=512, nt=20, seeds=3, snapshots=4,
             fd_lams=(1.0, 0.5, 0.25, 0.1, 0.05, 0.025, 0.01), fd_n=60, fd_nt=20,
-            affine_lams=(1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001))
+            affine_lams=(1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001), device="cpu")
 QUICK = dict(FULL, steps=80, batch=128, rnode_lams=(), n_paths=256, nt=10, fd_lams=(1.0, 0.25, 0.05), fd_n=40,
              fd_nt=12, affine_lams=(1.0, 0.1, 0.01, 0.001))
 
@@ -160,7 +160,7 @@ def _train_group(label, model, prob, hp, lr, cfg, seeds, x0, log):
             return False
 
         res = neural.train(prob, model, steps=cfg["steps"], seed=seed, batch=cfg["batch"], lr=lr, progress=False,
-                           device="cpu", callback=cb, callback_every=every, **hp)
+                           device=cfg["device"], callback=cb, callback_every=every, **hp)
         paths.append(neural.trajectories(res, x0, cfg["nt"]))
         snap[int(cfg["steps"])] = paths[-1]
         snaps.append(snap)

@@ -34,7 +34,7 @@ from ..wellposed import StudyOutput
 
 FULL = dict(fd_grids=((60, 30), (120, 60), (240, 120)), s_values=tuple(np.round(np.logspace(-3, 0, 13), 6)),
             mc_samples=200_000, steps=400, batch=512, width=32, depth=3, lr=5e-3, seeds=3,
-            eval_s=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0))
+            eval_s=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0), device="cpu")
 QUICK = dict(FULL, fd_grids=((60, 30), (120, 60)), mc_samples=50_000, steps=60, seeds=2)
 
 
@@ -125,7 +125,7 @@ def score_error_vs_s(model, data, beta, s_values) -> list[float]:
         x, w = _quadrature(law)
         p = next(model.parameters())
         with torch.no_grad():
-            st = model.score(torch.as_tensor(x, dtype=p.dtype), float(s)).cpu().numpy()
+            st = model.score(torch.as_tensor(x, dtype=p.dtype, device=p.device), float(s)).cpu().numpy()
         ex = law.score(x)
         err = math.sqrt(float((w * ((st - ex) ** 2).sum(-1)).sum()))
         out.append(err / math.sqrt(float((w * (ex ** 2).sum(-1)).sum())))
@@ -143,7 +143,7 @@ def neural(cfg, K, log=print) -> dict:
         for seed in range(K):
             t0 = time.perf_counter()
             res = nn_.train(prob, name, steps=cfg["steps"], seed=seed, batch=cfg["batch"], lr=cfg["lr"],
-                            progress=False, device="cpu", width=cfg["width"], depth=cfg["depth"])
+                            progress=False, device=cfg["device"], width=cfg["width"], depth=cfg["depth"])
             errs.append(score_error_vs_s(res.model, prob.data, beta, cfg["eval_s"]))
             dsm = np.asarray(res.parts["dsm"])
             stats.append({"seed": seed, "dsm_last": float(dsm[-20:].mean()), "train_s": time.perf_counter() - t0})

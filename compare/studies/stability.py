@@ -29,7 +29,7 @@ from ..report import FigureSpec, Section, markdown_table
 from ..wellposed import StudyOutput
 
 FULL = dict(eps=(0.025, 0.05, 0.1, 0.2, 0.4), n=80, nt=24, steps=300, batch=256, width=16, nsteps=4, lr=2e-2,
-            seeds=2)
+            seeds=2, device="cpu")
 QUICK = dict(FULL, eps=(0.1, 0.2), n=60, nt=16, steps=60)
 
 MEANS = (-1.0, 1.5)
@@ -108,7 +108,7 @@ def run(quick: bool = False, seeds: int | None = None, log=print, **options) -> 
 
     def train(eps, seed):
         res = neural.train(problem(eps, n, nt), "otflow", steps=cfg["steps"], seed=seed, batch=cfg["batch"],
-                           lr=cfg["lr"], progress=False, device="cpu", **hp)
+                           lr=cfg["lr"], progress=False, device=cfg["device"], **hp)
         return neural.evaluate_on_grid(res, n=(n,), nt=nt)
 
     models0 = [train(0.0, s) for s in range(K)]
