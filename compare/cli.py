@@ -215,6 +215,9 @@ def _add_train(sub):
     add_train_parser(sub)
 
 
+def _add_wellposed(sub): from .wellposed import add_parser; add_parser(sub)  # noqa: E704
+
+
 # --------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify(sub)
     _add_converge(sub)
     _add_demo(sub)
+    _add_wellposed(sub)
     return parser
 
 
