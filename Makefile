@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.mfglab-stamp
 PYTEST  := $(PY) -m pytest
 
-.PHONY: setup demo test test-all test-mpi bench gpu-check clean
+.PHONY: setup demo test test-all test-mpi bench teach gpu-check clean
 
 $(STAMP): pyproject.toml .ci/setup.sh
 	bash .ci/setup.sh
@@ -24,6 +24,9 @@ test-mpi: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
+
+teach: $(STAMP)
+	for s in coupling score kinetic stability; do $(PY) -m compare.cli wellposed $$s --force || exit 1; done
 
 gpu-check:
 	bash benchmarks/gpu_check.sh
