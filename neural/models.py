@@ -703,7 +703,7 @@ class NeuralLQ(NeuralModel):
     average against point values, (h_x²/24)Δρ + O(h_x⁴); the Monte-Carlo error is
     ~ N^{-1/2}. ρ at t = 0 is ρ₀ on the nodes.
 
-    Hyper-parameters: width (32), nlayers (2), rank, nsteps (20), alpha_R (0), alpha_T (0:
+    Hyper-parameters: width (32), nlayers (2), rank, nsteps (40), alpha_R (0), alpha_T (0:
     weight of the terminal mismatch mean |Φ(X_N, T) - g(X_N)|), eval_particles (200000),
     eval_steps (64), eval_seed (0), bandwidth (0).
     """
@@ -713,7 +713,7 @@ class NeuralLQ(NeuralModel):
     density_method = ("particles: cell averages of the exact Gaussian law of the last Euler-Maruyama step "
                       "given the simulated particles")
 
-    def __init__(self, problem, width: int = 32, nlayers: int = 2, rank: int | None = None, nsteps: int = 20,
+    def __init__(self, problem, width: int = 32, nlayers: int = 2, rank: int | None = None, nsteps: int = 40,
                  alpha_R: float = 0.0, alpha_T: float = 0.0, eval_particles: int = 200000, eval_steps: int = 64,
                  eval_seed: int = 0, bandwidth: float = 0.0):
         super().__init__(problem, width=width, nlayers=nlayers, rank=rank, nsteps=nsteps, alpha_R=alpha_R,
