@@ -137,7 +137,7 @@ def test_particle_density_of_exact_potential_matches_closed_form():
     # the whole evaluation path with the exact control: what is left is the estimator's error.
     # Bound: E|p̂_j - p_j| ≤ sqrt(Var p̂_j) ≤ sqrt(p_j/N) for cell masses (the kernel average has at most
     # the histogram's variance), so E L1 ≤ Σ_j sqrt(p_j/N); plus 0.005 for the EM (O(h)) and cell-average
-    # (h²/24 ρ'') biases, measured < 0.002 at N = 8e5 in docs/neural.md.
+    # (h²/24 ρ'') biases (the whole L1 is ≤ 0.0055 at N = 8e5 on lq-mixture-1d, docs/neural.md).
     prob = _lq_riccati_1d()
     N = 40000
     m = _exact_model(prob, eval_particles=N, eval_steps=40)
