@@ -7,7 +7,7 @@ Each :class:`Case` names
 - its truth routes among ``"exact"`` (closed form), ``"fd"``, ``"fe"``,
   the primary first,
 - the default neural model (``"otflow"``, ``"ffjord"``, ``"sgm"``,
-  ``"hjb-sgm"``, ``"wgf"``) and a training budget (steps) sized for a
+  ``"hjb-sgm"``, ``"wgf"``, ``"lq"``) and a training budget (steps) sized for a
   ≤ 5-minute CPU demo,
 - a default grid small enough for a 2-core CPU (override with
   ``case.problem(n=..., nt=...)``).
@@ -30,7 +30,7 @@ __all__ = ["Case", "CASES", "DEFAULT_CASE", "TRUTH_ROUTES", "MODELS", "get_case"
            "EXAMPLES_DIR", "UnknownCase"]
 
 TRUTH_ROUTES = ("exact", "fd", "fe")
-MODELS = ("otflow", "ffjord", "sgm", "hjb-sgm", "wgf")
+MODELS = ("otflow", "ffjord", "sgm", "hjb-sgm", "wgf", "lq")
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 
 #: grids small enough for the 2-core CPU (the FD truth and the evaluation both run on it)
@@ -172,9 +172,9 @@ _CASES = [
     Case("wgf-gaussian-2d", "Wasserstein gradient flow of the KL divergence to N(0,I) from a correlated 2D Gaussian",
          _wgf_gaussian_2d, ("exact", "fd"), "wgf", 1500, "wgf_gaussian_2d.toml"),
     Case("lq-mixture-1d", "linear-quadratic MFG with mean coupling, 1D mixture, nu=0.1 (Riccati closed form)",
-         _lq_mixture_1d, ("exact", "fd"), "otflow", 1000, "lq_mixture_1d.toml"),
+         _lq_mixture_1d, ("exact", "fd"), "lq", 800, "lq_mixture_1d.toml"),
     Case("lq-gaussian-2d", "linear-quadratic MFG with mean coupling, correlated 2D Gaussian, q != qT (Riccati)",
-         _lq_gaussian_2d, ("exact", "fd"), "otflow", 1500),
+         _lq_gaussian_2d, ("exact", "fd"), "lq", 1000),
     Case("obstacle-sgm-2d", "score-based model on eight Gaussians around an obstacle (finite elements only)",
          _obstacle_sgm_2d, ("fe",), "sgm", 3000),
 ]

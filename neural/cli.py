@@ -1,6 +1,6 @@
 """``mfglab train``: train a neural flow on a problem file, save the checkpoint and the grid solution.
 
-    mfglab train PROBLEM.toml --model otflow|ffjord|sgm|hjb-sgm|wgf --out DIR
+    mfglab train PROBLEM.toml --model otflow|ffjord|sgm|hjb-sgm|wgf|lq --out DIR
                  [--device auto|cpu|cuda[:N]] [--steps N] [--seed S] [--dtype float32|float64]
                  [--batch B] [--lr LR] [--n N [N]] [--nt NT] [--set KEY=VALUE ...] [--no-resume]
                  [--no-density] [--quiet]

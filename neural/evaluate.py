@@ -32,9 +32,11 @@ def evaluate_on_grid(model_or_result, problem=None, n=None, nt=None, nsteps: int
     - ``rho`` (nt+1, *grid): the model's density at each grid time — for the
       flows (otflow, ffjord, wgf) by integrating each node back to t = 0 and
       using the exact log-determinant, log ρ_t(x) = log ρ₀(x₀) - ∫₀ᵗ ∇·v; for
-      the score models ρ_t = η_{T-t} by the probability-flow likelihood;
+      the score models ρ_t = η_{T-t} by the probability-flow likelihood; for lq
+      from a seeded particle simulation (cell averages of the exact last-step
+      Gaussian transitions, see :class:`neural.NeuralLQ`);
     - ``phi`` (nt+1, *grid): the potential in the ``pde`` convention
-      (v = -∇φ/λ), up to an additive constant per time: Φ for otflow/wgf,
+      (v = -∇φ/λ), up to an additive constant per time: Φ for otflow/wgf/lq,
       -log ρ_t for the score models, NaN for ffjord (no potential);
     - extras ``velocity`` (nt+1, *grid, d) (the control v, pde convention)
       and, for score models, ``score`` (nt+1, *grid, d) = s_θ(x, T - t)
@@ -69,7 +71,8 @@ def evaluate_on_grid(model_or_result, problem=None, n=None, nt=None, nsteps: int
         "grid": grid.to_dict(),
         "phi_convention": "pde (v = -grad(phi)/lam), up to an additive constant per time"
         if model.name != "ffjord" else "none (free-form velocity: phi is NaN)",
-        "density": "exact log-determinant along the flow" if density else "not computed",
+        "density": (getattr(model, "density_method", "exact log-determinant along the flow")
+                    if density else "not computed"),
         "eval_wall_time_s": time.perf_counter() - t0,
         "versions": package_versions(),
     }
@@ -81,13 +84,15 @@ def evaluate_on_grid(model_or_result, problem=None, n=None, nt=None, nsteps: int
     return MFGSolution(grid.t, grid.axes, rho, phi, meta=meta, extras=extras, status="trained")
 
 
-def trajectories(model_or_result, x0, nt: int, substeps: int | None = None) -> np.ndarray:
+def trajectories(model_or_result, x0, nt: int, substeps: int | None = None, seed: int | None = None) -> np.ndarray:
     """Particle paths of a trained flow, (nt+1, N, d), at t_j = jT/nt.
 
     For otflow/ffjord/wgf the paths follow dx/dt = v(x, t) from x0 ~ ρ₀; for the
     score models they follow the probability-flow ODE in generative time
-    (x0 ~ η_T). ``substeps`` RK4 steps per interval (default: at least the
-    model's own number of steps over [0, T]).
+    (x0 ~ η_T); for lq they are Euler–Maruyama paths of dX = -∇Φ/λ dt + √(2ν) dW
+    (with noise when ν > 0; normals seeded by ``seed``, default the model's
+    ``eval_seed``). ``substeps`` RK4 (EM) steps per interval (default: at least
+    the model's own number of steps over [0, T]).
     """
     model, _ = _unpack(model_or_result)
     x0 = np.asarray(x0, dtype=float)
@@ -96,4 +101,6 @@ def trajectories(model_or_result, x0, nt: int, substeps: int | None = None) -> n
     if int(nt) < 1:
         raise ValueError(f"nt={nt}; expected >= 1")
     with torch.no_grad():
+        if seed is not None:
+            return model.trajectories(x0, int(nt), substeps, seed=int(seed))
         return model.trajectories(x0, int(nt), substeps)

@@ -19,7 +19,7 @@ from torch import nn
 
 from pde.distributions import GaussianMixture
 
-__all__ = ["TorchMixture", "ou_mixture_score", "require_mixture"]
+__all__ = ["TorchMixture", "ou_mixture_score", "require_mixture", "LQExactPotential"]
 
 
 def require_mixture(law, role: str) -> GaussianMixture:
@@ -76,3 +76,52 @@ def ou_mixture_score(x: torch.Tensor, s: torch.Tensor, law: GaussianMixture, bet
     logc = torch.log(w) - 0.5 * (torch.einsum("nki,nki->nk", diff, -comp_score) + torch.logdet(S))
     r = torch.softmax(logc, dim=1)
     return torch.einsum("nk,nki->ni", r, comp_score)
+
+
+class LQExactPotential(nn.Module):
+    r"""The exact lq potential (``pde.exact.LQExact``) as a torch module with the
+    :meth:`neural.PotentialNet.grad_lap` interface, so it can stand in for the network.
+
+        φ(x, t) = ½η(t)|x - m̄|² + χ(t),   η' = η²/λ - q,  η(T) = q_T,   χ(t) = νd∫_t^T η,
+
+    hence ∇_xφ = η(x - m̄), ∂tφ = ½(η²/λ - q)|x - m̄|² - νdη, Δ_xφ = dη, and
+    -∂tφ - νΔφ + |∇φ|²/(2λ) = (q/2)|x - m̄|² = f exactly. η uses the closed form
+    η = k(1 + R e)/(1 - R e), k = √(qλ), R = (q_T - k)/(q_T + k), e = exp(-2k(T - t)/λ)
+    (η = q_T/(1 + q_T(T - t)/λ) for q = 0), written in torch so it is differentiable in t.
+    """
+
+    def __init__(self, problem):
+        super().__init__()
+        from pde.exact import LQExact
+
+        ex = LQExact(problem)
+        self.q, self.qT, self.lam, self.nu, self.T = ex.q, ex.qT, ex.lam, ex.nu, ex.T
+        self.d = problem.dim
+        self._ex = ex
+        self.register_buffer("mbar", torch.as_tensor(np.asarray(ex.mbar, dtype=float)), persistent=False)
+
+    def eta(self, t: torch.Tensor) -> torch.Tensor:
+        q, qT, lam, T = self.q, self.qT, self.lam, self.T
+        if q == 0.0:
+            return qT / (1.0 + qT * (T - t) / lam)
+        k = math.sqrt(q * lam)
+        R = (qT - k) / (qT + k)
+        e = torch.exp(-2.0 * k * (T - t) / lam)
+        return k * (1.0 + R * e) / (1.0 - R * e)
+
+    def grad_lap(self, x: torch.Tensor, t, need_lap: bool = True, need_phi: bool = True):
+        """(φ (N,) or None, (∇_xφ, ∂tφ) (N, d+1), Δ_xφ (N,) or None), as PotentialNet.grad_lap."""
+        if not torch.is_tensor(t):
+            t = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
+        t = t.to(dtype=x.dtype).reshape(-1).expand(x.shape[0])
+        eta = self.eta(t)
+        dev = x - self.mbar.to(x.dtype)
+        r2 = (dev * dev).sum(1)
+        gx = eta[:, None] * dev
+        gt = 0.5 * (eta * eta / self.lam - self.q) * r2 - self.nu * self.d * eta
+        phi = None
+        if need_phi:
+            chi = torch.as_tensor(self._ex.chi(t.detach().cpu().numpy()), dtype=x.dtype, device=x.device)
+            phi = 0.5 * eta * r2 + chi
+        lap = self.d * eta if need_lap else None
+        return phi, torch.cat([gx, gt[:, None]], dim=1), lap

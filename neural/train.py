@@ -48,6 +48,7 @@ TRAIN_DEFAULTS = {
     "sgm": {"batch": 1024, "lr": 2e-3},
     "hjb-sgm": {"batch": 1024, "lr": 2e-3},
     "wgf": {"batch": 1024, "lr": 2e-2},
+    "lq": {"batch": 256, "lr": 1e-2},
 }
 
 
