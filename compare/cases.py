@@ -118,8 +118,8 @@ def _otflow_gaussian_2d() -> MFGProblem:
 def _otflow_mixture_2d() -> MFGProblem:
     data = pde.GaussianMixture([0.4, 0.6], [[-1.5, 0.5], [1.2, -0.8]],
                                [[[0.3, 0.1], [0.1, 0.25]], [[0.35, -0.1], [-0.1, 0.3]]])
-    # FD needs h <= std/2 of the narrowest component (0.415): 60 cells on [-6, 6]
-    return pde.otflow(data, domain=BOX2, T=1.0, lam=1.0, name="otflow-mixture-2d", n=(60, 60), nt=24)
+    # FD needs h <= std/2 of the narrowest component (0.415/2): 58 cells on [-6, 6]
+    return pde.otflow(data, domain=BOX2, T=1.0, lam=1.0, name="otflow-mixture-2d", n=(58, 58), nt=16)
 
 
 def _sgm_mixture_1d() -> MFGProblem:
