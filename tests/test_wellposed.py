@@ -103,7 +103,9 @@ def test_kinetic_pde_side(kinetic):
         # first-order FD on n = 40: measured 4.3 % (λ = 1) and 3.2 % (λ = 0.05) below the closed form
         assert abs(r["w2_fd"] - r["w2_closed_form"]) < 0.08 * r["w2_closed_form"]
     assert fd[0.05]["w2_fd"] < 0.15 * fd[1.0]["w2_fd"]  # ρ_T → γ: measured 0.070 vs 0.733
-    assert fd[0.05]["newton_iterations"] > 3 * fd[1.0]["newton_iterations"]  # measured 187 vs 33
+    # Newton's work grows as λ → 0; with the merged solver's coupling homotopy the counts are
+    # 161 vs 65 (an earlier solver version gave 187 vs 33), so assert a factor 2 growth
+    assert fd[0.05]["newton_iterations"] > 2 * fd[1.0]["newton_iterations"]
     # affine-objective condition number ~ 1/λ (rotations of the near-γ terminal law go flat): slope -0.92
     assert -1.1 < d["affine_condition_slope"] < -0.8
     for a in d["affine"]:
