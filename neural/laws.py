@@ -85,9 +85,8 @@ class LQExactPotential(nn.Module):
         φ(x, t) = ½η(t)|x - m̄|² + χ(t),   η' = η²/λ - q,  η(T) = q_T,   χ(t) = νd∫_t^T η,
 
     hence ∇_xφ = η(x - m̄), ∂tφ = ½(η²/λ - q)|x - m̄|² - νdη, Δ_xφ = dη, and
-    -∂tφ - νΔφ + |∇φ|²/(2λ) = (q/2)|x - m̄|² = f exactly. η uses the closed form
-    η = k(1 + R e)/(1 - R e), k = √(qλ), R = (q_T - k)/(q_T + k), e = exp(-2k(T - t)/λ)
-    (η = q_T/(1 + q_T(T - t)/λ) for q = 0), written in torch so it is differentiable in t.
+    -∂tφ - νΔφ + |∇φ|²/(2λ) = (q/2)|x - m̄|² = f exactly. η and χ come from
+    ``LQExact`` (the derivatives above are analytic, so no autograd in t is needed).
     """
 
     def __init__(self, problem):
@@ -101,13 +100,8 @@ class LQExactPotential(nn.Module):
         self.register_buffer("mbar", torch.as_tensor(np.asarray(ex.mbar, dtype=float)), persistent=False)
 
     def eta(self, t: torch.Tensor) -> torch.Tensor:
-        q, qT, lam, T = self.q, self.qT, self.lam, self.T
-        if q == 0.0:
-            return qT / (1.0 + qT * (T - t) / lam)
-        k = math.sqrt(q * lam)
-        R = (qT - k) / (qT + k)
-        e = torch.exp(-2.0 * k * (T - t) / lam)
-        return k * (1.0 + R * e) / (1.0 - R * e)
+        """Riccati η(t) of ``pde.exact.LQExact`` as a tensor like ``t``."""
+        return torch.as_tensor(self._ex.eta(t.detach().cpu().numpy()), dtype=t.dtype, device=t.device)
 
     def grad_lap(self, x: torch.Tensor, t, need_lap: bool = True, need_phi: bool = True):
         """(φ (N,) or None, (∇_xφ, ∂tφ) (N, d+1), Δ_xφ (N,) or None), as PotentialNet.grad_lap."""

@@ -326,10 +326,6 @@ def test_only_the_adapter_imports_dolfinx():
 
 @dolfinx
 def test_fe_and_fd_agree_on_the_box():
-    try:
-        from pde.fd import solve_fd  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"pde.fd.solve_fd is not available ({exc}); FE-vs-FD agreement cannot be checked")
     p = pde.sgm(_mixture_1d(), domain=[[-6, 6]], T=1.0)
     n, nt = 120, 60
     fe = pde.solve(p, "fe", n=n, nt=nt, progress=False)
