@@ -20,9 +20,15 @@ In the paired block order (HJB_k with φ^k, FP_k with ρ^{k+1}) the Jacobian is
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+
+# SciPy renamed gmres's relative tolerance ``tol`` to ``rtol`` in 1.12 and removed ``tol`` in 1.14
+# (Debian 12 ships 1.10, Debian 13 1.15): pass whichever this SciPy takes.
+_GMRES_RTOL = "rtol" if "rtol" in inspect.signature(spla.gmres).parameters else "tol"
 
 __all__ = ["solve_direct", "BlockPreconditionedGMRES"]
 
@@ -85,8 +91,8 @@ class BlockPreconditionedGMRES:
         if np.linalg.norm(self.J @ x0 + F) <= self.rtol * np.linalg.norm(F):
             self.iterations = 0
             return x0
-        dx, info = spla.gmres(self.J, -F, x0=x0, M=M, tol=self.rtol, atol=0.0, restart=60, maxiter=20,
-                              callback=cb, callback_type="pr_norm")
+        dx, info = spla.gmres(self.J, -F, x0=x0, M=M, atol=0.0, restart=60, maxiter=20,
+                              callback=cb, callback_type="pr_norm", **{_GMRES_RTOL: self.rtol})
         self.iterations = count[0]
         if info != 0:
             # fall back on the exact solve rather than return an inexact step
