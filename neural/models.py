@@ -26,7 +26,7 @@ from pde.grid import Grid
 
 from .integrate import divergence, rk4
 from .laws import TorchMixture, require_mixture
-from .nets import MLPField, PotentialNet, _as_time
+from .nets import FLOW_STATE_EXTRA, MLPField, PotentialNet, _as_time
 
 __all__ = ["NeuralModel", "OTFlow", "FFJORD", "ScoreModel", "HJBScoreModel", "NeuralWGF", "NeuralLQ", "MODELS",
            "score_hjb_residual", "lq_hjb_residual", "get_model"]
@@ -152,29 +152,36 @@ def _potential_rhs(net: PotentialNet, t, x, lam: float, costs: bool):
 
 
 def potential_flow(net: PotentialNet, x: torch.Tensor, t0: float, t1: float, nsteps: int, lam: float) -> torch.Tensor:
-    """RK4 of the OT-Flow augmented state on [t0, t1] as one (N, d+3) tensor (x, ℓ, L, R).
+    """RK4 of the OT-Flow augmented state on [t0, t1]; returns (N, d+3) = (x, ℓ, L, R).
 
-    Same dynamics as :func:`_potential_rhs`; one tensor and scalar steps keep the number
-    of kernels per step small (it bounds the speed of the GPU step).
+    Same dynamics as :func:`_potential_rhs` (tests check the two to round-off), through
+    :meth:`PotentialNet.flow_rhs`: one state tensor with time as a column, parameter-only
+    terms built once, -1/λ folded into the weights. That keeps the number of kernels per
+    training step small, which bounds the speed of the GPU step.
     """
     d = x.shape[1]
     h = (t1 - t0) / nsteps
-
-    def f(t, y):
-        _, g, lap = net.grad_lap(y[:, :d], t, need_phi=False)
-        gx, gt = g[:, :d], g[:, d:]
-        kin = (gx * gx).sum(1, keepdim=True) * (0.5 / lam)
-        return torch.cat([gx * (-1.0 / lam), lap[:, None] * (-1.0 / lam), kin, (kin - gt).abs()], dim=1)
-
-    y = torch.cat([x, x.new_zeros(x.shape[0], 3)], dim=1)
-    for k in range(nsteps):
-        t = t0 + k * h
-        k1 = f(t, y)
-        k2 = f(t + 0.5 * h, y.add(k1, alpha=0.5 * h))
-        k3 = f(t + 0.5 * h, y.add(k2, alpha=0.5 * h))
-        k4 = f(t + h, y.add(k3, alpha=h))
+    pack = net.flow_pack(lam)
+    ones = x.new_ones(x.shape[0], 1)
+    y = torch.cat([x, x.new_zeros(x.shape[0], FLOW_STATE_EXTRA - 1), ones * t0], dim=1)
+    for _ in range(nsteps):
+        k1 = net.flow_rhs(y, pack, ones)
+        k2 = net.flow_rhs(y.add(k1, alpha=0.5 * h), pack, ones)
+        k3 = net.flow_rhs(y.add(k2, alpha=0.5 * h), pack, ones)
+        k4 = net.flow_rhs(y.add(k3, alpha=h), pack, ones)
         y = y.add(k1.add(k2, alpha=2.0).add_(k3, alpha=2.0).add_(k4), alpha=h / 6.0)
-    return y
+    return torch.cat([y[:, :d], y[:, d + 1:d + 4]], dim=1)
+
+
+def potential_flow_reference(net: PotentialNet, x: torch.Tensor, t0: float, t1: float, nsteps: int,
+                             lam: float) -> torch.Tensor:
+    """:func:`potential_flow` computed the plain way: RK4 over :func:`_potential_rhs` (grad_lap).
+
+    The yardstick for the fused flow in the tests and the benchmarks; (N, d+3) = (x, ℓ, L, R).
+    """
+    z = x.new_zeros(x.shape[0])
+    y = rk4(lambda t, s: _potential_rhs(net, t, s[0], lam, True), [x, z, z, z], z + t0, z + t1, nsteps)
+    return torch.cat([y[0]] + [r[:, None] for r in y[1:]], 1)
 
 
 class OTFlow(NeuralModel):
@@ -193,6 +200,7 @@ class OTFlow(NeuralModel):
 
     name = "otflow"
     families = ("otflow",)
+    _flow = staticmethod(potential_flow)  # the training dynamics (benchmarks swap in the reference)
 
     def __init__(self, problem, width: int = 32, nlayers: int = 2, rank: int | None = None, nsteps: int = 8,
                  alpha_L: float = 1.0, alpha_C: float = 1.0, alpha_R: float = 1.0):
@@ -211,7 +219,7 @@ class OTFlow(NeuralModel):
 
     def loss(self, batch: dict, step: int = 0):
         x = batch["x"]
-        y = potential_flow(self.net, x, 0.0, self.T, self.nsteps, self.lam)
+        y = self._flow(self.net, x, 0.0, self.T, self.nsteps, self.lam)
         d = self.d
         xT, ell, L, R = y[:, :d], y[:, d], y[:, d + 1], y[:, d + 2]
         nll = -self.ref.logpdf(xT) - ell
