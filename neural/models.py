@@ -401,22 +401,46 @@ class ScoreModel(NeuralModel):
         a = torch.exp(-0.5 * self.beta * s)[:, None]
         sig = self.sigma(s)[:, None]
         xs = a * x0 + sig * z
-        dsm = ((self.net(xs, s) + z) ** 2).sum(1).mean()
+        if self.alpha_hjb > 0:
+            # one forward-derivative sweep gives the network output for DSM and the residual
+            out, R = self.hjb_residual(xs, s)
+        else:
+            out = self.net(xs, s)
+        dsm = ((out + z) ** 2).sum(1).mean()
         parts = {"dsm": dsm}
         loss = dsm
         if self.alpha_hjb > 0:
-            R = score_hjb_residual(self.score, xs, s, self.beta)
             hjb = (sig[:, 0] ** self.hjb_power * R.norm(dim=1)).mean()
             parts["hjb"] = hjb
             loss = loss + self.alpha_hjb * hjb
         if self.alpha_T > 0:
-            xe = x0.detach().requires_grad_(True)
             se = torch.full_like(s, self.eps)
-            S = self.score(xe, se)
-            ism = (0.5 * (S * S).sum(1) + divergence(S, xe, create_graph=True)).mean()
+            f, Jx, _, _ = self.net.derivatives(x0, se)
+            sg = self.sigma(se)[:, None]
+            S = f / sg
+            div = Jx.diagonal(dim1=1, dim2=2).sum(1) / sg[:, 0]
+            ism = (0.5 * (S * S).sum(1) + div).mean()
             parts["ism"] = ism
             loss = loss + self.alpha_T * ism
         return loss, parts
+
+    def hjb_residual(self, x: torch.Tensor, s: torch.Tensor) -> tuple:
+        """(N_θ(x, s), R) with R the score-equation residual of s_θ = N_θ/σ_s (see :func:`score_hjb_residual`).
+
+        The derivatives come from one forward sweep (:meth:`MLPField.derivatives`) instead of
+        d + d² autograd passes; the tests check both give the same R and parameter gradients.
+        """
+        b = self.beta
+        f, Jx, ft, lap = self.net.derivatives(x, s)
+        e = torch.exp(-b * s)
+        sig = torch.sqrt(-torch.expm1(-b * s))[:, None]
+        dsig = (0.5 * b * e)[:, None] / sig  # dσ_s/ds
+        S = f / sig
+        J = Jx / sig[:, :, None]  # J[n, j, i] = ∂_j S_i
+        dS = ft / sig - f * (dsig / (sig * sig))
+        JT_x = torch.bmm(J, x[:, :, None])[:, :, 0]  # Σ_i ∂_j S_i x_i
+        JT_S = torch.bmm(J, S[:, :, None])[:, :, 0]
+        return f, dS - 0.5 * b * (S + JT_x + 2.0 * JT_S + lap / sig)
 
     # -- generation and likelihood -----------------------------------------
     def sample(self, n: int, rng: np.random.Generator, method: str = "ode", nsteps: int | None = None,

@@ -10,6 +10,7 @@ import torch
 
 import neural
 import pde
+from neural.integrate import divergence
 from neural.models import OTFlow, ScoreModel, score_hjb_residual
 
 torch.set_num_threads(1)
@@ -108,6 +109,54 @@ def test_hjb_residual_of_exact_ou_score_vanishes(beta):
     R_bad = score_hjb_residual(lambda a, b: 1.1 * neural.ou_mixture_score(a, b, law, beta), x, s, beta,
                                create_graph=False)
     assert R_bad.abs().max() > 0.1
+
+
+@pytest.mark.parametrize("activation,d", [("silu", 1), ("silu", 2), ("tanh", 2), ("softplus", 3)])
+def test_forward_derivatives_match_autograd(activation, d):
+    """MLPField.derivatives (one forward sweep) against autograd: value, ∇_x, ∂_t and Δ_x, float64."""
+    torch.manual_seed(11)
+    net = neural.MLPField(d, d, width=16, depth=3, activation=activation).double()
+    x = torch.randn(40, d, dtype=torch.float64, requires_grad=True)
+    t = torch.rand(40, dtype=torch.float64, requires_grad=True)
+    f, Jx, ft, lap = net.derivatives(x, t)
+    f0 = net(x, t)
+    J = torch.stack([torch.autograd.grad(f0[:, i].sum(), x, create_graph=True)[0] for i in range(d)], 2)
+    ft0 = torch.stack([torch.autograd.grad(f0[:, i].sum(), t, retain_graph=True)[0] for i in range(d)], 1)
+    lap0 = torch.stack([sum(torch.autograd.grad(J[:, j, i].sum(), x, retain_graph=True)[0][:, j] for j in range(d))
+                        for i in range(d)], 1)
+    # O(1) values, a dozen flops deep: 1e-12 is ~1e4 ulps
+    for a, b in ((f, f0), (Jx, J), (ft, ft0), (lap, lap0)):
+        assert (a - b).abs().max() < 1e-12
+    assert lap0.abs().max() > 1e-3
+
+
+def test_forward_hjb_residual_and_its_gradients_match_autograd(sgm1d):
+    """The HJB-SGM loss's residual (forward derivatives) equals score_hjb_residual (autograd), and so do the
+    parameter gradients of the HJB term, in 1D and 2D."""
+    prob2 = pde.sgm(_mix2d(), domain=[[-6.0, 6.0], [-6.0, 6.0]], T=1.0, beta=2.0, n=(16, 16), nt=2)
+    for prob in (sgm1d, prob2):
+        torch.manual_seed(4)
+        m = neural.get_model("hjb-sgm")(prob, width=16, depth=3).double()
+        arrays = m.draw(64, np.random.default_rng(2), 0)
+        b = {k: torch.as_tensor(v) for k, v in arrays.items()}
+        a = torch.exp(-0.5 * m.beta * b["s"])[:, None]
+        xs = a * b["x"] + m.sigma(b["s"])[:, None] * b["z"]
+        f, R = m.hjb_residual(xs, b["s"])
+        R0 = score_hjb_residual(m.score, xs, b["s"], m.beta)
+        assert (R - R0).abs().max() < 1e-10 * max(1.0, float(R0.detach().abs().max()))
+        assert (f - m.net(xs, b["s"])).abs().max() < 1e-13
+        params = list(m.parameters())
+        g = torch.autograd.grad(R.norm(dim=1).mean(), params)
+        g0 = torch.autograd.grad(R0.norm(dim=1).mean(), params)
+        for u, v in zip(g, g0):
+            assert (u - v).abs().max() < 1e-9 * max(1.0, float(v.detach().abs().max()))
+        # the implicit score-matching term at s = ε uses the same forward Jacobian
+        m.alpha_T = 1.0
+        ism = m.loss(b)[1]["ism"]
+        xe = b["x"].clone().requires_grad_(True)
+        S = m.score(xe, m.eps)
+        ism0 = (0.5 * (S * S).sum(1) + divergence(S, xe, create_graph=False)).mean()
+        assert abs(float(ism.detach() - ism0.detach())) < 1e-10 * max(1.0, abs(float(ism0.detach())))
 
 
 def test_alpha_hjb_zero_gives_plain_loss_exactly(sgm1d):
