@@ -24,7 +24,7 @@ from torch import nn
 
 from pde.grid import Grid
 
-from .integrate import divergence, rk4
+from .integrate import rk4
 from .laws import TorchMixture, require_mixture
 from .nets import FLOW_STATE_EXTRA, MLPField, PotentialNet, _as_time
 
@@ -238,7 +238,7 @@ class OTFlow(NeuralModel):
 
 
 class FFJORD(NeuralModel):
-    r"""Free-form CNF: an MLP velocity v(x, t), exact divergence (d ≤ 2).
+    r"""Free-form CNF: an MLP velocity v(x, t), exact divergence from the forward Jacobian.
 
     Loss: α_C (-log γ(x_T) - ∫∇·v dt) + α_L ∫(λ/2)|v|² dt, α_L = 0 by default:
     without kinetic cost every map pushing ρ₀ to γ is optimal (ill-posed).
@@ -262,14 +262,7 @@ class FFJORD(NeuralModel):
         self.alpha = (float(alpha_C), float(alpha_L))
 
     def rhs(self, t, x, costs: bool):
-        train = torch.is_grad_enabled()
-        with torch.enable_grad():
-            if not x.requires_grad:
-                x = x.detach().requires_grad_(True)
-            v = self.net(x, t)
-            div = divergence(v, x, create_graph=train)
-        if not train:
-            v, div = v.detach(), div.detach()
+        v, div = self.net.divergence(x, t)  # exact, forward-mode: no nested autograd
         out = [v, div]
         if costs:
             out.append(0.5 * self.lam * (v * v).sum(1))
@@ -469,16 +462,11 @@ class ScoreModel(NeuralModel):
 
     def pf_rhs(self, s, x):
         """Probability-flow ODE in forward time: f = -½βx - ½β s_θ, and ∇·f (exact)."""
-        train = torch.is_grad_enabled()
-        with torch.enable_grad():
-            if not x.requires_grad:
-                x = x.detach().requires_grad_(True)
-            S = self.score(x, s)
-            div = divergence(S, x, create_graph=train)
-        f = -0.5 * self.beta * (x + S)
-        dv = -0.5 * self.beta * (self.d + div)
-        if not train:
-            f, dv = f.detach(), dv.detach()
+        s = _as_time(s, x)
+        N, div = self.net.divergence(x, s)  # exact, forward-mode: no nested autograd
+        sig = self.sigma(s)
+        f = -0.5 * self.beta * (x + N / sig[:, None])
+        dv = -0.5 * self.beta * (self.d + div / sig)
         return [f, dv]
 
     def log_density(self, x: torch.Tensor, s: torch.Tensor, nsteps: int) -> tuple:

@@ -295,21 +295,22 @@ class MLPField(nn.Module):
         """f(x, t), shape (N, out)."""
         return self.net(torch.cat([x, _as_time(t, x)[:, None]], dim=1))
 
-    def _act_derivs(self, z: torch.Tensor):
-        """σ(z), σ'(z), σ''(z) of the activation, in closed form."""
+    def _act_derivs(self, z: torch.Tensor, second: bool = True):
+        """σ(z), σ'(z) and (when ``second``) σ''(z) of the activation, in closed form."""
         if self.activation == "tanh":
             a = torch.tanh(z)
             d1 = torch.addcmul(torch.ones_like(a), a, a, value=-1.0)
-            return a, d1, -2.0 * a * d1
+            return a, d1, (-2.0 * a * d1 if second else None)
         sg = torch.sigmoid(z)
-        sg1 = sg * (1.0 - sg)  # σ'(z) of the logistic
         if self.activation == "softplus":
-            return nn.functional.softplus(z), sg, sg1
+            return nn.functional.softplus(z), sg, (sg * (1.0 - sg) if second else None)
         # SiLU z·sg: σ' = sg + z·sg(1-sg), σ'' = sg(1-sg)(2 + z(1-2sg))
+        sg1 = sg * (1.0 - sg)
         zs1 = z * sg1
-        return z * sg, sg + zs1, sg1 * 2.0 + zs1 * (1.0 - 2.0 * sg)
+        d2 = sg1 * 2.0 + zs1 * (1.0 - 2.0 * sg) if second else None
+        return z * sg, sg + zs1, d2
 
-    def derivatives(self, x: torch.Tensor, t):
+    def derivatives(self, x: torch.Tensor, t, need_lap: bool = True, need_t: bool = True):
         """f and its first and second derivatives in one forward sweep (no double backward).
 
         Forward-mode propagation through the layers: with h the hidden state, J = ∂h/∂(x, t)
@@ -317,26 +318,33 @@ class MLPField(nn.Module):
         J ↦ σ'(z)·WJ and L ↦ σ''(z)·Σ_j (WJ)_j² + σ'(z)·WL.
 
         Returns:
-            f (N, out); Jx (N, d, out) with Jx[n, j, i] = ∂f_i/∂x_j; ft (N, out) = ∂f/∂t;
-            lap (N, out) = Δ_x f.
+            f (N, out); Jx (N, d, out) with Jx[n, j, i] = ∂f_i/∂x_j; ft (N, out) = ∂f/∂t, or None
+            when ``need_t`` is False; lap (N, out) = Δ_x f, or None when ``need_lap`` is False.
         """
         d = self.d
         t = _as_time(t, x)
+        k = d + 1 if need_t else d  # directions carried: x_1..x_d (and t)
         lin = [m for m in self.net if isinstance(m, nn.Linear)]
         W0 = lin[0].weight  # (m, d+1)
         z = torch.addmm(lin[0].bias, torch.cat([x, t[:, None]], 1), W0.T)
-        h, s1, s2 = self._act_derivs(z)
-        J = s1[:, None, :] * W0.T[None]  # (N, d+1, m): rows are ∂/∂x_1..x_d, ∂/∂t
-        L = s2 * (W0[:, :d] ** 2).sum(1)
+        h, s1, s2 = self._act_derivs(z, need_lap)
+        J = s1[:, None, :] * W0[:, :k].T[None]  # (N, k, m): rows are ∂/∂x_1..x_d (, ∂/∂t)
+        L = s2 * (W0[:, :d] ** 2).sum(1) if need_lap else None
         N, m = z.shape
         for layer in lin[1:-1]:
             WT = layer.weight.T
             z = torch.addmm(layer.bias, h, WT)
-            Jz = (J.reshape(N * (d + 1), -1) @ WT).reshape(N, d + 1, -1)
-            h, s1, s2 = self._act_derivs(z)
-            L = torch.addcmul(s1 * (L @ WT), s2, (Jz[:, :d] ** 2).sum(1))
+            Jz = (J.reshape(N * k, -1) @ WT).reshape(N, k, -1)
+            h, s1, s2 = self._act_derivs(z, need_lap)
+            if need_lap:
+                L = torch.addcmul(s1 * (L @ WT), s2, (Jz[:, :d] ** 2).sum(1))
             J = s1[:, None, :] * Jz
         WT = lin[-1].weight.T
         f = torch.addmm(lin[-1].bias, h, WT)
-        Jf = (J.reshape(N * (d + 1), -1) @ WT).reshape(N, d + 1, -1)
-        return f, Jf[:, :d], Jf[:, d], L @ WT
+        Jf = (J.reshape(N * k, -1) @ WT).reshape(N, k, -1)
+        return f, Jf[:, :d], (Jf[:, d] if need_t else None), (L @ WT if need_lap else None)
+
+    def divergence(self, x: torch.Tensor, t) -> tuple:
+        """(f (N, d), ∇_x·f (N,)) for out = d, exact, from the forward Jacobian (no autograd)."""
+        f, Jx, _, _ = self.derivatives(x, t, need_lap=False, need_t=False)
+        return f, Jx.diagonal(dim1=1, dim2=2).sum(1)

@@ -128,6 +128,9 @@ def test_forward_derivatives_match_autograd(activation, d):
     for a, b in ((f, f0), (Jx, J), (ft, ft0), (lap, lap0)):
         assert (a - b).abs().max() < 1e-12
     assert lap0.abs().max() > 1e-3
+    # the divergence used by the free-form CNF and the probability-flow likelihood
+    _, div = net.divergence(x, t)
+    assert (div - divergence(f0, x, create_graph=False)).abs().max() < 1e-12
 
 
 def test_forward_hjb_residual_and_its_gradients_match_autograd(sgm1d):
