@@ -209,3 +209,18 @@ def format_cases() -> str:
     for c in CASES.values():
         lines.append(f"{c.name:<{width}}  truth={'/'.join(c.truth):<9} model={c.model:<7} {c.description}")
     return "\n".join(lines)
+
+
+def cases_markdown() -> str:
+    """The case table of ``docs/compare.md``, generated from the registry (a test keeps the two equal)."""
+    rows = ["| name | family | d | truth | model | budget | grid | description |",
+            "|---|---|---|---|---|---|---|---|"]
+    for c in CASES.values():
+        p = c.problem()
+        grid = "×".join(str(k) for k in p.n) + f", nt={p.nt}"
+        desc = c.description
+        if "fe" in p.params:
+            desc += "; `params.fe = " + ", ".join(f"{k}: {v!r}" for k, v in p.params["fe"].items()) + "`"
+        rows.append(f"| `{c.name}` | {p.family} | {p.dim} | {', '.join(c.truth)} | {c.model} | {c.budget} | "
+                    f"{grid} | {desc} |")
+    return "\n".join(rows)
