@@ -21,7 +21,7 @@ copy_out() {
         mkdir -p "$GPU_CHECK_COPY_TO" && cp "$LOG" "$GPU_CHECK_COPY_TO/gpu_check.log" && cp docs/benchmarks.md "$GPU_CHECK_COPY_TO/"
     fi
 }
-trap copy_out EXIT
+trap 'copy_out; rm -f "$LOG"' EXIT
 {
 "$PY" - <<'PYEOF' || exit 1
 import sys

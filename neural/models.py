@@ -152,7 +152,7 @@ def _potential_rhs(net: PotentialNet, t, x, lam: float, costs: bool):
 
 
 def potential_flow(net: PotentialNet, x: torch.Tensor, t0: float, t1: float, nsteps: int, lam: float) -> torch.Tensor:
-    """RK4 of the OT-Flow augmented state on [t0, t1]; returns (N, d+3) = (x, ℓ, L, R).
+    """RK4 of the OT-Flow augmented state on [t0, t1] (floats); returns (N, d+3) = (x, ℓ, L, R).
 
     Same dynamics as :func:`_potential_rhs` (tests check the two to round-off), through
     :meth:`PotentialNet.flow_rhs`: one state tensor with time as a column, parameter-only
@@ -408,7 +408,7 @@ class ScoreModel(NeuralModel):
             loss = loss + self.alpha_hjb * hjb
         if self.alpha_T > 0:
             se = torch.full_like(s, self.eps)
-            f, Jx, _, _ = self.net.derivatives(x0, se)
+            f, Jx, _, _ = self.net.derivatives(x0, se, need_lap=False, need_t=False)
             sg = self.sigma(se)[:, None]
             S = f / sg
             div = Jx.diagonal(dim1=1, dim2=2).sum(1) / sg[:, 0]
@@ -424,6 +424,7 @@ class ScoreModel(NeuralModel):
         d + d² autograd passes; the tests check both give the same R and parameter gradients.
         """
         b = self.beta
+        s = _as_time(s, x)
         f, Jx, ft, lap = self.net.derivatives(x, s)
         e = torch.exp(-b * s)
         sig = torch.sqrt(-torch.expm1(-b * s))[:, None]

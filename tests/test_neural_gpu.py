@@ -28,7 +28,7 @@ def test_cuda_graph_step_matches_eager_in_float64(prob2d):
 
 
 @pytest.mark.parametrize("name", ["hjb-sgm", "ffjord"])
-def test_cuda_graph_captures_double_backward_models(name):
+def test_cuda_graph_captures_derivative_models(name):
     prob = pde.sgm(pde.eight_gaussians(), domain=[[-6.0, 6.0], [-6.0, 6.0]], T=1.0, beta=1.0, n=(24, 24), nt=2) \
         if name == "hjb-sgm" else pde.otflow(pde.Gaussian([1.0, 0.0], np.eye(2) * 0.5),
                                                   domain=[[-6.0, 6.0], [-6.0, 6.0]], n=(24, 24), nt=2)
