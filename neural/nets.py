@@ -297,6 +297,14 @@ class MLPField(nn.Module):
 
     def _act_derivs(self, z: torch.Tensor, second: bool = True):
         """σ(z), σ'(z) and (when ``second``) σ''(z) of the activation, in closed form."""
+        if not second and not (torch.is_grad_enabled() and z.requires_grad):
+            # evaluation only (no weight gradients): the fused backward kernels give σ' in one pass
+            one = z.new_ones(()).expand_as(z)
+            if self.activation == "silu":
+                return nn.functional.silu(z), torch.ops.aten.silu_backward(one, z), None
+            if self.activation == "tanh":
+                a = torch.tanh(z)
+                return a, torch.ops.aten.tanh_backward(one, a), None
         if self.activation == "tanh":
             a = torch.tanh(z)
             d1 = torch.addcmul(torch.ones_like(a), a, a, value=-1.0)
@@ -304,11 +312,12 @@ class MLPField(nn.Module):
         sg = torch.sigmoid(z)
         if self.activation == "softplus":
             return nn.functional.softplus(z), sg, (sg * (1.0 - sg) if second else None)
-        # SiLU z·sg: σ' = sg + z·sg(1-sg), σ'' = sg(1-sg)(2 + z(1-2sg))
-        sg1 = sg * (1.0 - sg)
-        zs1 = z * sg1
-        d2 = sg1 * 2.0 + zs1 * (1.0 - 2.0 * sg) if second else None
-        return z * sg, sg + zs1, d2
+        # SiLU h = z·sg: σ' = sg + h(1-sg), σ'' = sg(1-sg)(2 + z(1-2sg))
+        h = z * sg
+        om = 1.0 - sg
+        d1 = torch.addcmul(sg, h, om)
+        d2 = (sg * om) * (z * (om - sg) + 2.0) if second else None
+        return h, d1, d2
 
     def derivatives(self, x: torch.Tensor, t, need_lap: bool = True, need_t: bool = True):
         """f and its first and second derivatives in one forward sweep (no double backward).

@@ -132,6 +132,10 @@ def test_forward_derivatives_match_autograd(activation, d):
     # the divergence used by the free-form CNF and the probability-flow likelihood
     _, div = net.divergence(x, t)
     assert (div - divergence(f0, x, create_graph=False)).abs().max() < 1e-12
+    with torch.no_grad():  # evaluation takes the fused-kernel branch for σ'
+        f1, J1, ft1, _ = net.derivatives(x, t, need_lap=False)
+    for a, b in ((f1, f0), (J1, J), (ft1, ft0)):
+        assert (a - b).abs().max() < 1e-12
 
 
 def test_forward_hjb_residual_and_its_gradients_match_autograd(sgm1d):
@@ -410,3 +414,4 @@ def test_shifted_logcosh_is_accurate_in_the_tails():
     u = _ShiftedLogCosh.apply(z, torch.tanh(z))
     ref = neural.nets.logcosh(z) + math.log(2.0)
     assert (u - ref).abs().max() < 1e-13 * ref.abs().max()
+
