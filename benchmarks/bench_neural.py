@@ -9,9 +9,9 @@
    float64, the CUDA-graph fast path against the eager path in the same run.
    Reference: OT-Flow's own toy trainer measured 148 ms/step (float32) and
    160 ms/step (float64) on an H100 80GB (torch 2.11).
-2. Time until OT-Flow reaches L1(ρ_T, closed form) ≤ 0.05 on a 2D Gaussian
-   otflow case (a one-component mixture with full covariance: the closed form
-   of DESIGN §4 exists only for Gaussian data).
+2. Time until OT-Flow reaches L1(ρ_T, truth) ≤ 0.05 on a 2D Gaussian otflow
+   case (closed form) and on the comparison suite's 2D Gaussian-mixture case
+   `otflow-mixture-2d` (truth: the FD solution on the case grid).
 3. HJB-regularised vs plain score model on the 2D checkerboard and
    8 Gaussians, same network, steps, batches (seeds 0, 1, 2): KL(η_ε‖ρ_θ) and
    Hellinger distance between the exact η_ε and the model density
@@ -175,35 +175,54 @@ def bench_speed(dev, mode: str) -> str:
 # --------------------------------------------------------------------------
 
 
-def bench_time_to_l1(dev, mode: str) -> str:
-    data = pde.Gaussian([1.5, -1.0], [[0.5, 0.2], [0.2, 0.3]])
-    prob = pde.otflow(data, domain=[[-6.0, 6.0], [-6.0, 6.0]], T=1.0, lam=1.0, n=(64, 64), nt=4,
-                      name="otflow-gaussian-2d")
-    cf = pde.closed_form(prob)
-    grid = prob.grid(n=(64, 64), nt=1)
-    exact = cf.rho(grid.points(), prob.T)
+def _time_to_l1(prob, grid, truth, dev, mode: str, label: str) -> list:
+    """Train OT-Flow until L1(ρ_T, truth) ≤ 0.05 on ``grid`` (checked every 100 steps); report lines."""
     hist = []
     max_steps = {"full": 3000, "quick": 800, "smoke": 20}[mode]
     every = 10 if mode == "smoke" else 100
 
     def cb(step, model):
         rho, _, _ = model.evaluate_grid(grid, nsteps=16)
-        l1 = float(grid.integrate(np.abs(rho[-1] - exact)))
+        l1 = float(grid.integrate(np.abs(rho[-1] - truth)))
         hist.append((step, l1))
         return l1 <= 0.05
 
     res = neural.train(prob, "otflow", steps=max_steps, seed=0, device=dev, progress=False,
                        batch={"full": 2048, "quick": 512, "smoke": 64}[mode], callback=cb, callback_every=every)
     hit = next(((s, l1) for s, l1 in hist if l1 <= 0.05), None)
-    lines = [f"OT-Flow on a 2D Gaussian otflow case (N((1.5,-1),[[0.5,0.2],[0.2,0.3]]) → N(0,I), λ = 1, T = 1), "
-             f"device **{_device_name(dev)}**, batch {res.train_config['batch']}, cosine lr over {max_steps} steps; "
-             f"L1(ρ_T, closed form) on a 64² grid every {every} steps (evaluation time excluded).", ""]
+    lines = [f"**{label}**, batch {res.train_config['batch']}, cosine lr over {max_steps} steps, L1 every {every} "
+             f"steps (evaluation time excluded):"]
     if hit:
         lines.append(f"- reached L1 = {hit[1]:.4f} ≤ 0.05 at step {hit[0]} after **{res.wall_time:.1f} s** of training")
     else:
         lines.append(f"- did NOT reach L1 ≤ 0.05 within {max_steps} steps ({res.wall_time:.1f} s); "
                      f"best L1 = {min(l for _, l in hist):.4f}")
     lines.append("- L1 history (step: L1): " + ", ".join(f"{s}: {l1:.3f}" for s, l1 in hist))
+    return lines
+
+
+def bench_time_to_l1(dev, mode: str) -> str:
+    from compare.cases import get_case
+
+    data = pde.Gaussian([1.5, -1.0], [[0.5, 0.2], [0.2, 0.3]])
+    prob = pde.otflow(data, domain=[[-6.0, 6.0], [-6.0, 6.0]], T=1.0, lam=1.0, n=(64, 64), nt=4,
+                      name="otflow-gaussian-2d")
+    grid = prob.grid(n=(64, 64), nt=1)
+    exact = pde.closed_form(prob).rho(grid.points(), prob.T)
+    lines = [f"OT-Flow (width 32, 2 layers, 8 RK4 steps) until L1(ρ_T, truth) ≤ 0.05, λ = 1, T = 1, seed 0; "
+             f"device **{_device_name(dev)}**.", ""]
+    lines += _time_to_l1(prob, grid, exact, dev, mode,
+                         "2D Gaussian N((1.5,-1),[[0.5,0.2],[0.2,0.3]]) → N(0,I), truth = closed form on 64²")
+    # the two-component mixture of the comparison suite: the truth is the FD solution (first order in h, Δt)
+    mix = get_case("otflow-mixture-2d").problem()
+    nt = 2 if mode == "smoke" else mix.nt
+    t0 = time.perf_counter()
+    sol = pde.solve(mix, "fd", n=mix.n, nt=nt, progress=False)
+    t_fd = time.perf_counter() - t0
+    mgrid = mix.grid(n=mix.n, nt=1)
+    lines += [""] + _time_to_l1(mix, mgrid, sol.rho[-1], dev, mode,
+                                f"2D two-component mixture (case `otflow-mixture-2d`) → N(0,I), truth = FD on "
+                                f"{mix.n[0]}×{mix.n[1]}, nt = {nt} (solved in {t_fd:.0f} s on the host CPU)")
     return "\n".join(lines)
 
 
@@ -249,7 +268,7 @@ def bench_sgm(dev, mode: str) -> str:
         "8gaussians": pde.sgm(pde.eight_gaussians(), domain=[[-6.0, 6.0], [-6.0, 6.0]], T=1.0, beta=1.0,
                               n=(n, n), nt=1, name="sgm-8gaussians-2d"),
     }
-    budget, cap = {"full": (110.0, 2000), "quick": (120.0, 300), "smoke": (2.0, 5)}[mode]
+    budget, cap = {"full": (90.0, 2000), "quick": (120.0, 300), "smoke": (2.0, 5)}[mode]
     steps, per_pair = _steps_for_budget(cases, dev, batch, budget, cap, seeds, *((1, 4) if mode == "smoke" else ()))
     eps_eval = 0.01  # densities compared at s = 0.01 (the exact checkerboard law at s = 0 is discontinuous)
     rows = []
