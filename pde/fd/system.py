@@ -215,7 +215,9 @@ class Discretization:
                     k = int(np.flatnonzero(~np.all(np.isfinite(arr), axis=1))[0])
                     raise NonFiniteError(f"{name} residual is NaN/Inf at time level {k + off} (t = {self.t[k + off]:.4g})")
         F = np.empty(self.n_unknowns)
-        F[: 2 * self.nt * self.N] = self.dt * np.stack([res_h, res_f], axis=1).ravel()
+        Fb = F[: 2 * self.nt * self.N].reshape(self.nt, 2, self.N)
+        np.multiply(res_h, self.dt, out=Fb[:, 0])
+        np.multiply(res_f, self.dt, out=Fb[:, 1])
         if self.dm:
             F[2 * self.nt * self.N:] = (m[1:] - self.vol * rho[1:] @ self.pts).ravel()
         return F
