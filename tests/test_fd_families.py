@@ -104,6 +104,10 @@ def test_grid_continuation_reports_levels_and_work(ot1_paths):
     t = nested.meta["timings"]
     assert 0 < t["jacobian_s"] + t["linear_solve_s"] <= t["wall_s"]
     assert nested.meta["krylov_iterations"] > 0
+    # the well-posedness studies count Newton iterations from the metadata
+    from compare.studies._common import newton_count
+
+    assert newton_count(nested.meta) == nested.meta["total_newton_iterations"]
 
 
 def test_grid_continuation_falls_back_on_the_homotopy(monkeypatch):
