@@ -43,7 +43,9 @@ from numba import prange
 
 from ._jit import fd_jit
 
-__all__ = ["coupled_residual", "coupled_jacobian", "level_operator", "jacobian_entries_per_node"]
+__all__ = ["coupled_residual", "coupled_jacobian", "level_operator", "jacobian_entries_per_node", "jacobian_bands_1d",
+           "identity_block_value", "tridiag_factor", "terminal_coupled_sweeps", "terminal_response",
+           "schur_band_riccati", "fp_forward_sweep"]
 
 
 def jacobian_entries_per_node(d: int) -> int:

@@ -16,6 +16,9 @@ In the paired block order (HJB_k with φ^k, FP_k with ρ^{k+1}) the Jacobian is
   factors of D_k = A_kk by a transposed solve). P⁻¹J - I has rank at most the
   rank of B, so GMRES converges in a few iterations when the coupling is
   weak and in one when B = 0 (sgm, decoupled games).
+- ``schur`` (:class:`TerminalSchurSolver`): 1D reflecting grids where B is
+  only the terminal block -g'(ρ_T): exact tridiagonal sweeps plus CG on the
+  N × N Schur complement for δρ_T, without assembling J.
 """
 
 from __future__ import annotations

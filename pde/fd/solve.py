@@ -17,7 +17,7 @@ from .solvers import (LINEAR_SOLVERS, FDConvergenceError, fixed_point, fp_forwar
 from .system import Discretization, NonFiniteError
 
 __all__ = ["solve_fd", "build_discretization", "FDConvergenceError", "NonFiniteError", "FDInputError",
-           "gradient", "SOLVERS"]
+           "gradient", "SOLVERS", "nested_levels", "prolong"]
 
 SOLVERS = ("newton", "fixed-point")
 

@@ -1,8 +1,10 @@
 """Solvers on a :class:`~pde.fd.system.Discretization`.
 
 - :func:`newton`: all-at-once Newton on the coupled space-time system with
-  the analytic sparse Jacobian, a sparse direct solve (SuperLU), a
-  backtracking line search on ‖F‖₂ and, for a KL terminal (log ρ_T), a
+  the analytic Jacobian, a linear solver chosen by
+  :func:`resolve_linear_solver` (SuperLU, block-preconditioned GMRES or the
+  banded terminal-Schur solver of :mod:`pde.fd.linsolve`), a backtracking
+  line search on ‖F‖₂ and, for a KL terminal (log ρ_T), a
   fraction-to-the-boundary rule that keeps ρ_T > 0.
 - :func:`hjb_backward` / :func:`fp_forward`: the decoupled sweeps. The
   backward HJB solves each level by Newton on the convex discrete
@@ -28,7 +30,7 @@ from .linsolve import BlockPreconditionedGMRES, TerminalSchurSolver, solve_direc
 from .system import Discretization, NonFiniteError
 
 __all__ = ["FDConvergenceError", "newton", "fixed_point", "hjb_backward", "fp_forward", "make_progress",
-           "initial_guess"]
+           "initial_guess", "resolve_linear_solver", "LINEAR_SOLVERS"]
 
 
 class FDConvergenceError(RuntimeError):
