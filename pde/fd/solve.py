@@ -275,7 +275,7 @@ def _grid_continuation(discs, tol, max_iter, prog, continuation, linear_solver, 
         tol_j = tol if last else max(tol, 1e-5)
         t0 = time.perf_counter()
         label = f"grid {'x'.join(map(str, d.grid.n))}x{d.nt}"
-        fallback = False
+        fallback, failed_its = False, 0
         if prev is None:
             U, hist, info = _newton_or_continuation(d, None, tol_j, max_iter, prog, continuation, linear_solver,
                                                     label, stats)
@@ -295,10 +295,12 @@ def _grid_continuation(discs, tol, max_iter, prog, continuation, linear_solver, 
                 if continuation in (None, False, "none"):
                     raise
                 fallback = True
-                hist_all += getattr(exc, "history", [])
+                failed = list(getattr(exc, "history", []) or [])
+                failed_its = max(0, len(failed) - 1)
+                hist_all += failed
                 U, hist, info = _newton_or_continuation(d, None, tol_j, max_iter, prog, continuation,
                                                         linear_solver, label, stats)
-        its = info.get("total_newton_iterations", info.get("iterations"))
+        its = info.get("total_newton_iterations", info.get("iterations")) + failed_its
         levels.append({"n": list(d.grid.n), "nt": d.nt, "iterations": its, "wall_s": time.perf_counter() - t0,
                        "continuation": info.get("continuation"), "fallback": fallback})
         hist_all += hist
