@@ -69,16 +69,102 @@ def bench_sizes(lines, quick):
         per_it.append(pit)
         lines.append(f"| sgm mixture | {n} | {nt} | {2 * n * nt:,} | {sol.meta['iterations']} | {wall:.2f} | "
                      f"{tm['compile_s']:.2f} | {pit:.3f} | {sol.meta['mass_error']:.1e} |")
-    for n, nt in [(100, 50)] + ([] if quick else [(200, 100)]):
-        prob = pde.otflow(pde.Gaussian([1.5], [[0.25]]), domain=[[-6.0, 6.0]])
-        sol, wall = _t(lambda: pde.solve(prob, "fd", n=n, nt=nt, progress=False))
-        hist = sol.meta["residual_history"]
-        lines.append(f"| otflow Gaussian | {n} | {nt} | {2 * n * nt:,} | {len(hist) - 1} (all stages) | {wall:.2f} | "
-                     f"{sol.meta['timings']['compile_s']:.2f} | {wall / max(1, len(hist) - 1):.3f} | "
-                     f"{sol.meta['mass_error']:.1e} |")
     if len(unknowns) >= 3:
         slope = np.polyfit(np.log(unknowns), np.log(per_it), 1)[0]
         lines.append(f"\nCost growth (sgm rows): solve time ∝ unknowns^{slope:.2f} (target ≤ 1.3).\n")
+
+
+class _TimeLimit(Exception):
+    pass
+
+
+def _limited(fn, seconds):
+    """fn() stopped by SIGALRM after ``seconds`` (raises _TimeLimit); no limit when seconds is None."""
+    import signal
+
+    if not seconds:
+        return fn()
+
+    def _raise(signum, frame):
+        raise _TimeLimit
+
+    old = signal.signal(signal.SIGALRM, _raise)
+    signal.alarm(int(seconds))
+    try:
+        return fn()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _previous_path(n, nt):
+    """Options that reproduce the solver before grid continuation and the banded Schur solver:
+    coupling homotopy on the grid itself, SuperLU up to 20 000 unknowns, else block-triangular GMRES."""
+    return {"nested": False, "linear_solver": "direct" if 2 * n * nt <= 20_000 else "gmres"}
+
+
+def bench_otflow_1d(lines, quick, before_limit):
+    """The default case (otflow-gaussian-1d) by the previous and the current default path, same process."""
+    from compare.cases import get_case
+    from pde.exact import closed_form
+
+    case = get_case("otflow-gaussian-1d")
+    prob = case.problem()
+    cf = closed_form(prob)
+    for ls in ("direct", "gmres", "auto"):  # compile / load every kernel outside the timings
+        pde.solve(prob, "fd", n=50, nt=20, progress=False, linear_solver=ls, nested=False)
+    pde.solve(prob, "fd", n=128, nt=64, progress=False)
+    lines.append("### 1D otflow: previous vs current solver path\n")
+    lines.append(f"Case `{case.name}` (π = N(1.5, 0.5²) → γ = N(0, 1), λ = T = 1, ν = 0, box [-6, 6]), tol = 1e-10, "
+                 "both paths in this process (kernels compiled beforehand). *Previous*: options "
+                 "`nested=False` and `linear_solver` = SuperLU (≤ 20 000 unknowns) or block-triangular GMRES, "
+                 "i.e. the coupling homotopy on the grid itself as before; *current*: the defaults (grid "
+                 "continuation from coarser grids, banded terminal-Schur CG). Newton iterations: all stages / "
+                 "levels; for the current path also on the finest grid and the work in finest-grid iterations "
+                 "(each level's iterations × its size). Walls: best of the repeats shown.\n")
+    lines.append("| n | nt | previous: Newton its | previous: wall [s] | current: Newton its (finest, work) | "
+                 "current: wall [s] | speed-up | L1(ρ_T) previous | L1(ρ_T) current | max Δρ | max Δφ |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    sizes = [(100, 50, 3), (200, 100, 2)] + ([] if quick else [(1000, 1000, 1)])
+    for n, nt, reps in sizes:
+        pts = prob.grid(n=n, nt=nt).points()
+
+        def l1(sol):
+            return float(np.abs(sol.rho[-1] - cf.rho(pts, prob.T)).sum() * sol.cell_volume)
+
+        new, t_new = None, np.inf
+        for _ in range(reps):
+            sol, wall = _t(lambda: pde.solve(prob, "fd", n=n, nt=nt, progress=False))
+            new, t_new = sol, min(t_new, wall)
+        limit = before_limit if n * nt > 100_000 else None
+        old, t_old, seen = None, np.inf, {"its": 0, "res": np.nan}
+
+        def count(it, res, info):
+            if it > 0:
+                seen["its"] += 1
+            seen["res"] = res
+
+        for _ in range(reps):
+            try:
+                sol, wall = _t(lambda: _limited(lambda: pde.solve(prob, "fd", n=n, nt=nt, progress=count,
+                                                                  **_previous_path(n, nt)), limit))
+                old, t_old = sol, min(t_old, wall)
+            except _TimeLimit:
+                break
+        m = new.meta
+        if m.get("levels"):
+            new_its = f"{m['total_newton_iterations']} ({m['levels'][-1]['iterations']}, {m['work']:.1f})"
+        else:  # too small for a coarse level: the homotopy on the grid itself
+            new_its = f"{m['total_newton_iterations']} (one grid: {m.get('continuation')})"
+        if old is None:
+            lines.append(f"| {n} | {nt} | > {seen['its']} (stopped, residual {seen['res']:.1e}) | > {limit} | "
+                         f"{new_its} | {t_new:.2f} | > {limit / t_new:.0f}× | — | {l1(new):.4e} | — | — |")
+        else:
+            lines.append(f"| {n} | {nt} | {old.meta['total_newton_iterations']} | {t_old:.2f} | {new_its} | "
+                         f"{t_new:.2f} | {t_old / t_new:.1f}× | {l1(old):.4e} | {l1(new):.4e} | "
+                         f"{np.abs(old.rho - new.rho).max():.1e} | {np.abs(old.phi - new.phi).max():.1e} |")
+        print(lines[-1], flush=True)
+    lines.append("")
 
 
 def bench_2d(lines, quick):
@@ -158,11 +244,14 @@ def bench_peer(lines, quick):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
+    ap.add_argument("--before-limit", type=int, default=600,
+                    help="seconds allowed to the previous otflow path at n = nt = 1000 (default 600)")
     args = ap.parse_args(argv)
     lines = [f"## FD solver (`python -m benchmarks.bench_fd{' --quick' if args.quick else ''}`)\n",
              f"Machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores (shared), "
              f"{time.strftime('%Y-%m-%d')}.\n"]
-    for fn in (bench_kernels, lambda l: bench_sizes(l, args.quick), lambda l: bench_2d(l, args.quick),
+    for fn in (bench_kernels, lambda l: bench_sizes(l, args.quick),
+               lambda l: bench_otflow_1d(l, args.quick, args.before_limit), lambda l: bench_2d(l, args.quick),
                lambda l: bench_peer(l, args.quick)):
         fn(lines)
         print("\n".join(lines[-3:]), flush=True)

@@ -54,6 +54,84 @@ def test_otflow_newton_converges_quadratically(ot1):
     assert np.log(tail[-1]) / np.log(tail[-2]) >= 1.6  # observed order close to 2
 
 
+def _quadratic_tail(hist):
+    h = np.array(hist)
+    h = h[h > 1e-13]
+    tail = h[-3:]
+    return tail[-1] <= 10.0 * tail[-2] ** 2 * max(1.0, 1.0 / tail[-2] ** 0.2) and np.log(tail[-1]) / np.log(tail[-2]) >= 1.6
+
+
+@pytest.fixture(scope="module")
+def ot1_paths():
+    """OT1 at n = 100, nt = 50 by three routes to the same discrete solution:
+    the previous one (coupling homotopy, SuperLU on the whole Jacobian), the default (no grid
+    continuation at this size; banded terminal-Schur linear solver) and grid continuation
+    forced through one coarse level (50 × 25)."""
+    old = solve_fd(OT1, n=100, nt=50, progress=False, nested=False, linear_solver="direct")
+    new = solve_fd(OT1, n=100, nt=50, progress=False)
+    nested = solve_fd(OT1, n=100, nt=50, progress=False, nested=1)
+    return old, new, nested
+
+
+def test_otflow_fast_paths_give_the_same_discrete_solution(ot1_paths):
+    old, new, nested = ot1_paths
+    assert old.meta["linear_solver"] == "direct" and new.meta["linear_solver"] == "schur"
+    assert nested.meta["continuation"].startswith("grid (2 levels")
+    for sol in (new, nested):
+        # the same equations solved to tol = 1e-10 (Δt-scaled residual): the solutions agree far below
+        # the O(h) discretisation error (2e-2); measured 1e-13 (ρ) and 4e-13 / 4e-10 (φ)
+        assert np.abs(sol.rho - old.rho).max() <= 1e-8
+        assert np.abs(sol.phi - old.phi).max() <= 1e-8
+        assert sol.meta["final_residual"] <= 1e-9
+        _certificates(sol)
+    cf = closed_form(OT1)
+    assert abs(_l1(nested, cf, -1) - _l1(old, cf, -1)) <= 1e-9
+
+
+def test_grid_continuation_reports_levels_and_work(ot1_paths):
+    old, _, nested = ot1_paths
+    levels = nested.meta["levels"]
+    assert [(lv["n"], lv["nt"]) for lv in levels] == [([50], 25), ([100], 50)]
+    assert levels[0]["continuation"].startswith("coupling") and levels[1]["continuation"] is None
+    assert not any(lv["fallback"] for lv in levels)
+    # the fine grid starts from the prolonged coarse solution: plain Newton, full steps, far fewer
+    # iterations than the homotopy on that grid (measured 7 vs 26)
+    assert levels[1]["iterations"] <= 12 < old.meta["total_newton_iterations"]
+    assert nested.meta["iterations"] == levels[1]["iterations"]
+    assert nested.meta["total_newton_iterations"] == sum(lv["iterations"] for lv in levels)
+    assert nested.meta["work"] == pytest.approx(levels[1]["iterations"] + levels[0]["iterations"] / 4)
+    assert _quadratic_tail(nested.meta["last_stage_history"])
+    t = nested.meta["timings"]
+    assert 0 < t["jacobian_s"] + t["linear_solve_s"] <= t["wall_s"]
+    assert nested.meta["krylov_iterations"] > 0
+    # the well-posedness studies count Newton iterations from the metadata
+    from compare.studies._common import newton_count
+
+    assert newton_count(nested.meta) == nested.meta["total_newton_iterations"]
+
+
+def test_grid_continuation_falls_back_on_the_homotopy(monkeypatch):
+    """A useless coarse start (NaN) makes the fine Newton fail: that grid is then solved by the homotopy."""
+    import pde.fd.solve as S
+
+    monkeypatch.setattr(S, "prolong", lambda u, cg, fg: np.full((fg.nt + 1, fg.size), np.nan))
+    sol = solve_fd(OT1, n=100, nt=50, progress=False, nested=1)
+    assert sol.meta["levels"][1]["fallback"]
+    assert sol.meta["levels"][1]["continuation"].startswith("coupling")
+    _certificates(sol)
+    assert _l1(sol, closed_form(OT1), -1) <= 2e-2
+
+
+def test_fd_solver_options_are_validated():
+    with pytest.raises(FDInputError, match="nested"):
+        solve_fd(OT1, n=100, nt=50, progress=False, nested="twice")
+    with pytest.raises(FDInputError, match="linear_solver"):
+        solve_fd(OT1, n=100, nt=50, progress=False, linear_solver="lu")
+    lq = pde.lq(pde.Gaussian([0.5], [[0.5]]), domain=[[-5, 5]], nu=0.2, q=1.5, qT=0.7)
+    with pytest.raises(FDInputError, match="schur"):
+        solve_fd(lq, n=40, nt=10, progress=False, linear_solver="schur")
+
+
 @pytest.mark.slow
 def test_otflow_1d_first_order_convergence_rho_and_grad_phi():
     cf = closed_form(OT1)

@@ -69,6 +69,8 @@ def newton_count(meta: dict) -> int:
     """Newton iterations of an FD solve, all continuation stages included."""
     hist = meta.get("residual_history") or []
     cont = meta.get("continuation") or ""
+    if meta.get("levels"):  # grid continuation: the solver counts them over all levels
+        return int(meta["total_newton_iterations"])
     if not hist:
         return int(meta.get("iterations") or 0)
     if isinstance(cont, str) and "stages" in cont:  # each stage's history starts with its initial residual

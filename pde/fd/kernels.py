@@ -43,7 +43,9 @@ from numba import prange
 
 from ._jit import fd_jit
 
-__all__ = ["coupled_residual", "coupled_jacobian", "level_operator", "jacobian_entries_per_node"]
+__all__ = ["coupled_residual", "coupled_jacobian", "level_operator", "jacobian_entries_per_node", "jacobian_bands_1d",
+           "identity_block_value", "tridiag_factor", "terminal_coupled_sweeps", "terminal_response",
+           "schur_band_riccati", "fp_forward_sweep"]
 
 
 def jacobian_entries_per_node(d: int) -> int:
@@ -245,3 +247,358 @@ def level_operator(phi, nbp, nbm, ih, bp, bm, nu, lam, ham, lap, rows, cols, val
         vals[e] = diag
         ham[i] = hsum
         lap[i] = lsum
+
+
+# ---------------------------------------------------------------------------
+# 1D reflecting grids: the Jacobian as tridiagonal level blocks
+# ---------------------------------------------------------------------------
+#
+# On a 1D grid with reflecting walls every N × N block of the Jacobian is
+# tridiagonal. Stored per level as band arrays (nt, 3, N): [0] sub-diagonal
+# M[i, i-1], [1] diagonal, [2] super-diagonal M[i, i+1] (entries outside the
+# matrix are 0). The solver in pde.fd.linsolve eliminates the blocks level by
+# level without ever forming the 2·nt·N sparse matrix.
+
+
+@fd_jit(parallel=True)
+def jacobian_bands_1d(phi, rho, nbp, nbm, ih, bp, bm, dt, nu, lam, a_band, c_band):
+    """Tridiagonal blocks of the Δt-scaled stencil Jacobian (1D, reflecting walls).
+
+    Same entries as ``dt * coupled_jacobian`` (the kernel above), summed per block:
+
+    - ``a_band[k]``: ∂HJB_k/∂φ^k (= (∂FP_k/∂ρ^{k+1})ᵀ, the level matrix I + Δt M(φ^k));
+    - ``c_band[k]``: ∂FP_k/∂φ^k (symmetric, positive semi-definite).
+
+    The remaining stencil blocks are multiples of the identity:
+    ∂HJB_k/∂φ^{k+1} = ∂FP_k/∂ρ^k = -Δt/Δt (see :func:`identity_block_value`).
+    """
+    nt = phi.shape[0] - 1
+    N = phi.shape[1]
+    inv_dt = 1.0 / dt
+    inv_lam = 1.0 / lam
+    h1 = ih[0]
+    nl = nu * h1 * h1
+    for k in prange(nt):
+        A = a_band[k]
+        C = c_band[k]
+        for b in range(3):
+            for i in range(N):
+                A[b, i] = 0.0
+                C[b, i] = 0.0
+        for i in range(N):
+            jp = nbp[0, i]
+            jm = nbm[0, i]
+            p = phi[k, i]
+            r = rho[k + 1, i]
+            q1 = (phi[k, jp] - p) * h1
+            q2 = (p - phi[k, jm]) * h1
+            a1 = min(q1, 0.0) * inv_lam - bp[0, i]
+            a2 = max(q2, 0.0) * inv_lam + bm[0, i]
+            A[1, i] += inv_dt + 2.0 * nl + (a2 - a1) * h1
+            # column offset jp - i is +1, or 0 across a reflecting wall (jp = i)
+            A[1 + jp - i, i] += -nl + a1 * h1
+            A[1 + jm - i, i] += -nl - a2 * h1
+            s1 = r * h1 * h1 * inv_lam if q1 < 0.0 else 0.0
+            s2 = r * h1 * h1 * inv_lam if q2 > 0.0 else 0.0
+            # the 2 × 2 blocks s1 [[1, -1], [-1, 1]] on (i, jp), s2 on (jm, i)
+            C[1, jp] += s1
+            C[1 + i - jp, jp] -= s1
+            C[1 + jp - i, i] -= s1
+            C[1, i] += s1 + s2
+            C[1 + jm - i, i] -= s2
+            C[1 + i - jm, jm] -= s2
+            C[1, jm] += s2
+        for b in range(3):
+            for i in range(N):
+                A[b, i] *= dt
+                C[b, i] *= dt
+
+
+def identity_block_value(dt: float) -> float:
+    """The Δt-scaled entry of ∂HJB_k/∂φ^{k+1} and ∂FP_k/∂ρ^k: (-1/Δt)·Δt as the COO kernel rounds it."""
+    return (-1.0 / dt) * dt
+
+
+@fd_jit(parallel=True)
+def tridiag_factor(band, low, ipiv):
+    """LU without pivoting of each tridiagonal level matrix band[k] (nt, 3, N).
+
+    A = L U with L unit lower bidiagonal (multipliers ``low[k, i]`` at (i, i-1))
+    and U upper bidiagonal (reciprocal pivots ``ipiv[k, i]``, super-diagonal
+    band[k, 2]). Safe without pivoting for the level matrices I + Δt M(φ):
+    M-matrices, strictly diagonally dominant by rows (their transposes by columns).
+    """
+    nt = band.shape[0]
+    N = band.shape[2]
+    for k in prange(nt):
+        sub = band[k, 0]
+        dia = band[k, 1]
+        sup = band[k, 2]
+        lo = low[k]
+        ip = ipiv[k]
+        # recurrences carried in scalars: a value re-read from memory adds a store-to-load
+        # latency to every step of the chain (measured 2x slower)
+        q = 1.0 / dia[0]
+        ip[0] = q
+        lo[0] = 0.0
+        for i in range(1, N):
+            m = sub[i] * q
+            lo[i] = m
+            q = 1.0 / (dia[i] - m * sup[i - 1])
+            ip[i] = q
+
+
+@fd_jit(parallel=False)
+def terminal_coupled_sweeps(a_band, low, ipiv, c_band, ident, rh, rf, x, y):
+    """Solve the stencil part of J δ = r by one backward and one forward sweep.
+
+    With A_k = a_band[k] (factored by :func:`tridiag_factor` into low, ipiv),
+    C_k = c_band[k] and the identity blocks ``ident``·I:
+
+        backward  A_k x_k = rh_k - ident x_{k+1}            (k = nt-1 .. 0)
+        forward   A_kᵀ y_k = rf_k - C_k x_k - ident y_{k-1}  (k = 0 .. nt-1)
+
+    i.e. the block-triangular system [[A, 0], [C, Aᵀ]] (x = δφ^0..δφ^{nt-1},
+    y = δρ^1..δρ^{nt}); terms coupling HJB to ρ (the terminal g') are moved to
+    ``rh`` by the caller. Outputs x, y (nt, N).
+    """
+    nt = rh.shape[0]
+    N = rh.shape[1]
+    w = np.empty(N)
+    for k in range(nt - 1, -1, -1):
+        sup = a_band[k, 2]
+        lo = low[k]
+        ip = ipiv[k]
+        r = rh[k]
+        xk = x[k]
+        # L w = r - ident x_{k+1}, then U x_k = w (scalar-carried recurrences)
+        c = -ident if k < nt - 1 else 0.0
+        xn = x[k + 1] if k < nt - 1 else r
+        v = r[0] + c * xn[0]
+        w[0] = v
+        for i in range(1, N):
+            v = r[i] + c * xn[i] - lo[i] * v
+            w[i] = v
+        v = w[N - 1] * ip[N - 1]
+        xk[N - 1] = v
+        for i in range(N - 2, -1, -1):
+            v = (w[i] - sup[i] * v) * ip[i]
+            xk[i] = v
+    for k in range(nt):
+        sup = a_band[k, 2]
+        lo = low[k]
+        ip = ipiv[k]
+        cs = c_band[k, 0]
+        cd = c_band[k, 1]
+        cu = c_band[k, 2]
+        xk = x[k]
+        r = rf[k]
+        yk = y[k]
+        c = -ident if k > 0 else 0.0
+        yp = y[k - 1] if k > 0 else r
+        w[0] = r[0] + c * yp[0] - cd[0] * xk[0] - cu[0] * xk[1]
+        for i in range(1, N - 1):
+            w[i] = r[i] + c * yp[i] - cs[i] * xk[i - 1] - cd[i] * xk[i] - cu[i] * xk[i + 1]
+        w[N - 1] = r[N - 1] + c * yp[N - 1] - cs[N - 1] * xk[N - 2] - cd[N - 1] * xk[N - 1]
+        # Uᵀ v = w (lower bidiagonal: diagonal 1/ipiv, sub-diagonal sup[i-1]), then Lᵀ y = v
+        v = w[0] * ip[0]
+        w[0] = v
+        for i in range(1, N):
+            v = (w[i] - sup[i - 1] * v) * ip[i]
+            w[i] = v
+        yk[N - 1] = v
+        for i in range(N - 2, -1, -1):
+            v = w[i] - lo[i + 1] * v
+            yk[i] = v
+
+
+@fd_jit(parallel=False)
+def _band_solve_t(sup, low, ipiv, src, dst):
+    """dst = A⁻ᵀ src for a banded src (N, 2w+1) (row-band storage src[i, o] = S[i, i + o - w]),
+    keeping only the band |i - j| <= w of the result (A⁻¹ decays geometrically away from the
+    diagonal). A = L U factored by rows: multipliers low, reciprocal pivots ipiv, super-diagonal
+    sup; Aᵀ = Uᵀ Lᵀ is solved by a forward pass (Uᵀ) and a backward pass (Lᵀ), each a recurrence
+    over rows whose inner loop runs over the band."""
+    N = src.shape[0]
+    W = src.shape[1]
+    for p in range(N):
+        ip = ipiv[p]
+        if p == 0:
+            for o in range(W):
+                dst[p, o] = src[p, o] * ip
+        else:
+            s_ = sup[p - 1]
+            for o in range(W - 1):
+                dst[p, o] = (src[p, o] - s_ * dst[p - 1, o + 1]) * ip
+            dst[p, W - 1] = src[p, W - 1] * ip
+    for p in range(N - 2, -1, -1):
+        lo = low[p + 1]
+        for o in range(1, W):
+            dst[p, o] -= lo * dst[p + 1, o - 1]
+
+
+_band_solve_t_nb = _band_solve_t.serial  # the compiled function, callable from other kernels
+
+
+@fd_jit(parallel=False)
+def schur_band_riccati(a_band, c_band, group, b, extra, compensate, yb):
+    """Banded approximation of R = Σ_k Φ_kᵀ C_k Φ_k (see linsolve.TerminalSchurSolver).
+
+    R is the end point of the recursion Y ← A_k⁻ᵀ (Y + C_k) A_k⁻¹, k = 0..nt-1
+    (A_k = a_band[k], C_k = c_band[k], tridiagonal). Here ``group`` consecutive
+    levels are merged into one implicit step (A' = I + Σ (A_k - I), C' = Σ C_k),
+    the products are computed on the band |i - j| <= b + extra and Y is kept
+    on |i - j| <= b. Output yb (N, 2b+1), row-band storage yb[i, o] = Y[i, i + o - b].
+    """
+    nt = a_band.shape[0]
+    N = a_band.shape[2]
+    w = b + extra
+    W = 2 * w + 1
+    sup = np.empty(N)
+    low = np.empty(N)
+    ipiv = np.empty(N)
+    dia = np.empty(N)
+    sub = np.empty(N)
+    y = np.zeros((N, W))
+    x = np.empty((N, W))
+    xt = np.empty((N, W))
+    k0 = 0
+    while k0 < nt:
+        k1 = min(nt, k0 + group)
+        for i in range(N):
+            sub[i] = 0.0
+            dia[i] = 1.0
+            sup[i] = 0.0
+        for k in range(k0, k1):
+            for i in range(N):
+                sub[i] += a_band[k, 0, i]
+                dia[i] += a_band[k, 1, i] - 1.0
+                sup[i] += a_band[k, 2, i]
+                y[i, w] += c_band[k, 1, i]
+                y[i, w - 1] += c_band[k, 0, i]
+                y[i, w + 1] += c_band[k, 2, i]
+        # A' = L U (no pivoting: an M-matrix, diagonally dominant)
+        piv = dia[0]
+        ipiv[0] = 1.0 / piv
+        low[0] = 0.0
+        for i in range(1, N):
+            m = sub[i] * ipiv[i - 1]
+            low[i] = m
+            piv = dia[i] - m * sup[i - 1]
+            ipiv[i] = 1.0 / piv
+        # X = A'⁻ᵀ Y;  Y A'⁻¹ = Xᵀ;  Y <- A'⁻ᵀ Xᵀ
+        _band_solve_t_nb(sup, low, ipiv, y, x)
+        for i in range(N):
+            for o in range(W):
+                j = i + o - w
+                xt[i, o] = x[j, W - 1 - o] if 0 <= j < N else 0.0
+        _band_solve_t_nb(sup, low, ipiv, xt, y)
+        # keep the band b, symmetrised (exact arithmetic keeps Y symmetric); with
+        # ``compensate`` the dropped entries of each row go to its diagonal as |y_ij|
+        # (Gershgorin: the kept matrix then dominates the whole one, so it stays PSD)
+        for i in range(N):
+            for o in range(W):
+                if o < w - b or o > w + b:
+                    if compensate:
+                        j = i + o - w
+                        if 0 <= j < N:
+                            y[i, w] += abs(y[i, o])
+                    y[i, o] = 0.0
+            for o in range(w + 1, w + b + 1):
+                j = i + o - w
+                if j < N:
+                    v = 0.5 * (y[i, o] + y[j, W - 1 - o])
+                    y[i, o] = v
+                    y[j, W - 1 - o] = v
+                else:
+                    y[i, o] = 0.0
+            for o in range(0, w):
+                if i + o - w < 0:
+                    y[i, o] = 0.0
+        k0 = k1
+    for i in range(N):
+        for o in range(2 * b + 1):
+            yb[i, o] = y[i, w - b + o]
+
+
+@fd_jit(parallel=False)
+def fp_forward_sweep(a_band, low, ipiv, rho0, rho):
+    """Forward FP with given level matrices: A_kᵀ ρ^{k+1} = ρ^k, k = 0..nt-1 (1D, tridiagonal).
+
+    A_k = a_band[k] = I + Δt M(φ^k), factored by :func:`tridiag_factor`. The
+    substitutions of an M-matrix add only non-negative terms: ρ >= 0 when ρ₀ >= 0.
+    Output rho (nt+1, N), rho[0] = rho0.
+    """
+    nt = a_band.shape[0]
+    N = a_band.shape[2]
+    for i in range(N):
+        rho[0, i] = rho0[i]
+    for k in range(nt):
+        sup = a_band[k, 2]
+        lo = low[k]
+        ip = ipiv[k]
+        prev = rho[k]
+        cur = rho[k + 1]
+        # Uᵀ v = ρ^k, then Lᵀ ρ^{k+1} = v
+        v = prev[0] * ip[0]
+        cur[0] = v
+        for i in range(1, N):
+            v = (prev[i] - sup[i - 1] * v) * ip[i]
+            cur[i] = v
+        for i in range(N - 2, -1, -1):
+            v = cur[i] - lo[i + 1] * v
+            cur[i] = v
+
+
+@fd_jit(parallel=False)
+def terminal_response(a_band, low, ipiv, c_band, ident, wT, x, yT):
+    """y_T of :func:`terminal_coupled_sweeps` for rh = (0, .., 0, wT), rf = 0.
+
+    The matrix-vector product of the terminal Schur complement, with less
+    memory traffic than the general sweeps: no right-hand sides are read and
+    only two density levels are kept. x (nt, N) is workspace; output yT (N,).
+    """
+    nt = a_band.shape[0]
+    N = a_band.shape[2]
+    w = np.empty(N)
+    ya = np.zeros(N)
+    for k in range(nt - 1, -1, -1):
+        sup = a_band[k, 2]
+        lo = low[k]
+        ip = ipiv[k]
+        xk = x[k]
+        # scalar-carried recurrences (see tridiag_factor)
+        src = wT if k == nt - 1 else x[k + 1]
+        c = 1.0 if k == nt - 1 else -ident
+        v = c * src[0]
+        w[0] = v
+        for i in range(1, N):
+            v = c * src[i] - lo[i] * v
+            w[i] = v
+        v = w[N - 1] * ip[N - 1]
+        xk[N - 1] = v
+        for i in range(N - 2, -1, -1):
+            v = (w[i] - sup[i] * v) * ip[i]
+            xk[i] = v
+    for k in range(nt):
+        sup = a_band[k, 2]
+        lo = low[k]
+        ip = ipiv[k]
+        cd = c_band[k, 1]
+        cu = c_band[k, 2]
+        xk = x[k]
+        # C_k is symmetric: sub-diagonal (i, i-1) = cu[i-1]
+        v = (-ident * ya[0] - cd[0] * xk[0] - cu[0] * xk[1]) * ip[0]
+        w[0] = v
+        for i in range(1, N - 1):
+            r = -ident * ya[i] - cu[i - 1] * xk[i - 1] - cd[i] * xk[i] - cu[i] * xk[i + 1]
+            v = (r - sup[i - 1] * v) * ip[i]
+            w[i] = v
+        r = -ident * ya[N - 1] - cu[N - 2] * xk[N - 2] - cd[N - 1] * xk[N - 1]
+        v = (r - sup[N - 2] * v) * ip[N - 1]
+        ya[N - 1] = v
+        for i in range(N - 2, -1, -1):
+            v = w[i] - lo[i + 1] * v
+            ya[i] = v
+    for i in range(N):
+        yT[i] = ya[i]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["coupled_residual_np", "coupled_jacobian_np", "level_operator_np"]
+__all__ = ["coupled_residual_np", "coupled_jacobian_np", "level_operator_np", "jacobian_bands_1d_np",
+           "terminal_coupled_sweeps_np", "fp_forward_sweep_np", "schur_band_riccati_np"]
 
 
 def _diffs(phi, nbp, nbm, ih):
@@ -122,3 +123,104 @@ def level_operator_np(phi, nbp, nbm, ih, bp, bm, nu, lam):
         v = np.concatenate([2 * nl + (a2 - a1) * h1, -nl + a1 * h1, -nl - a2 * h1])
         M = M + sp.csr_matrix((v, (r, c)), shape=(N, N))
     return ham, lap, M
+
+
+# ---------------------------------------------------------------------------
+# 1D tridiagonal level blocks and the sweeps of the terminal-Schur solver
+# ---------------------------------------------------------------------------
+
+
+def _bands_of(M):
+    """(3, N) bands [sub, diag, sup] of a tridiagonal sparse or dense N × N matrix (sub[0] = sup[-1] = 0)."""
+    M = M.toarray() if hasattr(M, "toarray") else np.asarray(M)
+    N = M.shape[0]
+    out = np.zeros((3, N))
+    out[0, 1:] = np.diagonal(M, -1)
+    out[1] = np.diagonal(M)
+    out[2, :-1] = np.diagonal(M, 1)
+    return out
+
+
+def _tri(band):
+    return np.diag(band[1]) + np.diag(band[0, 1:], -1) + np.diag(band[2, :-1], 1)
+
+
+def jacobian_bands_1d_np(phi, rho, nbp, nbm, ih, bp, bm, dt, nu, lam):
+    """(a_band, c_band): the blocks ∂HJB_k/∂φ^k and ∂FP_k/∂φ^k of ``dt * coupled_jacobian_np``."""
+    nt = phi.shape[0] - 1
+    N = phi.shape[1]
+    J = (coupled_jacobian_np(phi, rho, nbp, nbm, ih, bp, bm, dt, nu, lam) * dt).tocsr()
+    a = np.empty((nt, 3, N))
+    c = np.empty((nt, 3, N))
+    for k in range(nt):
+        a[k] = _bands_of(J[2 * k * N:(2 * k + 1) * N, 2 * k * N:(2 * k + 1) * N])
+        c[k] = _bands_of(J[(2 * k + 1) * N:(2 * k + 2) * N, 2 * k * N:(2 * k + 1) * N])
+    return a, c
+
+
+def _solve_band(band, rhs, transpose=False):
+    from scipy.linalg import solve_banded
+
+    up, mid, lo = band[2, :-1], band[1], band[0, 1:]
+    if transpose:
+        up, lo = lo, up
+    ab = np.zeros((3, band.shape[1]))
+    ab[0, 1:] = up
+    ab[1] = mid
+    ab[2, :-1] = lo
+    return solve_banded((1, 1), ab, rhs)
+
+
+def terminal_coupled_sweeps_np(a_band, c_band, ident, rh, rf):
+    """(x, y) of ``kernels.terminal_coupled_sweeps`` with LAPACK's banded solver per level."""
+    nt = rh.shape[0]
+    x = np.empty_like(rh)
+    y = np.empty_like(rf)
+    for k in range(nt - 1, -1, -1):
+        r = rh[k] - (ident * x[k + 1] if k < nt - 1 else 0.0)
+        x[k] = _solve_band(a_band[k], r)
+    for k in range(nt):
+        r = rf[k] - _tri(c_band[k]) @ x[k] - (ident * y[k - 1] if k > 0 else 0.0)
+        y[k] = _solve_band(a_band[k], r, transpose=True)
+    return x, y
+
+
+def fp_forward_sweep_np(a_band, rho0):
+    """ρ of ``kernels.fp_forward_sweep``: A_kᵀ ρ^{k+1} = ρ^k level by level."""
+    nt = a_band.shape[0]
+    rho = np.empty((nt + 1, a_band.shape[2]))
+    rho[0] = rho0
+    for k in range(nt):
+        rho[k + 1] = _solve_band(a_band[k], rho[k], transpose=True)
+    return rho
+
+
+def schur_band_riccati_np(a_band, c_band, group, b, extra, compensate=False):
+    """Dense version of ``kernels.schur_band_riccati``: exact products, then truncation to |i - j| <= b
+    (with ``compensate``, the dropped entries with |i - j| <= b + extra of each row added to its
+    diagonal as |y_ij|, like the kernel, which computes the products on that band only).
+
+    Returns the band (N, 2b+1), row-band storage out[i, o] = Y[i, i + o - b].
+    """
+    nt, _, N = a_band.shape
+    eye = np.eye(N)
+    i, j = np.indices((N, N))
+    keep = np.abs(i - j) <= b
+    computed = np.abs(i - j) <= b + extra
+    Y = np.zeros((N, N))
+    for k0 in range(0, nt, group):
+        ks = range(k0, min(nt, k0 + group))
+        A = eye + sum(_tri(a_band[k]) - eye for k in ks)
+        Y = Y + sum(_tri(c_band[k]) for k in ks)
+        Ainv = np.linalg.inv(A)
+        Z = Ainv.T @ Y @ Ainv
+        Z = 0.5 * (Z + Z.T)
+        Y = np.where(keep, Z, 0.0)
+        if compensate:
+            Y[np.diag_indices(N)] += np.where(computed & ~keep, np.abs(Z), 0.0).sum(1)
+    out = np.zeros((N, 2 * b + 1))
+    for o in range(2 * b + 1):
+        jj = np.arange(N) + o - b
+        ok = (jj >= 0) & (jj < N)
+        out[ok, o] = Y[np.arange(N)[ok], jj[ok]]
+    return out

@@ -53,7 +53,8 @@ def sgm_extras(problem, disc, phi, with_eta=True):
     return extras, meta
 
 
-def jko_chain(problem, disc, tau: float, nt_inner: int, tol: float, max_iter, progress, solver="newton"):
+def jko_chain(problem, disc, tau: float, nt_inner: int, tol: float, max_iter, progress, solver="newton",
+              linear_solver: str = "auto"):
     """JKO steps ρ_{j+1} = argmin KL(ρ‖π) + W₂²(ρ_j, ρ)/(2τ), each an otflow solve on [0, τ].
 
     Each step is the discrete otflow MFG on the same spatial grid, λ = 1,
@@ -72,7 +73,7 @@ def jko_chain(problem, disc, tau: float, nt_inner: int, tol: float, max_iter, pr
         sub = dataclasses.replace(disc, grid=g_in, nu=0.0, lam=1.0, b=np.zeros((disc.N, disc.d)),
                                   c=np.zeros((nt_inner, disc.N)), rho0=rho, terminal=("kl", logpi),
                                   coupling=("none",))
-        _, r, info = _solve_coupled(sub, solver, tol, max_iter, progress)
+        _, r, info = _solve_coupled(sub, solver, tol, max_iter, progress, linear_solver=linear_solver)
         iters += info.get("iterations") or 0
         rho = r[-1]
         out.append(rho)
@@ -107,7 +108,8 @@ def solve_wgf(problem, disc, solver, tol, max_iter, progress, options):
         nt_inner = int(nt_inner)
         if nt_inner < 1:
             raise FDInputError(f"jko_nt={nt_inner}; expected at least one time step per JKO sub-problem")
-        t_j, rho_j, iters = jko_chain(problem, disc, tau, nt_inner, tol, max_iter, progress, solver)
+        t_j, rho_j, iters = jko_chain(problem, disc, tau, nt_inner, tol, max_iter, progress, solver,
+                                      options.get("linear_solver", "auto"))
         extras["jko_t"] = t_j
         extras["jko_rho"] = rho_j.reshape((t_j.size,) + tuple(disc.grid.shape))
         meta.update(jko_tau=tau, jko_nt=nt_inner, jko_steps=int(t_j.size - 1), jko_newton_iterations=iters)

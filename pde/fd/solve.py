@@ -12,11 +12,12 @@ from ..problem import (FixedTerminal, KLTerminal, LocalCoupling, LocalTerminal, 
                        NoCoupling)
 from ..solution import MFGSolution, package_versions
 from . import _jit
-from .solvers import FDConvergenceError, fixed_point, fp_forward, initial_guess, make_progress, newton
+from .solvers import (LINEAR_SOLVERS, FDConvergenceError, fixed_point, fp_forward, initial_guess, make_progress,
+                      newton)
 from .system import Discretization, NonFiniteError
 
 __all__ = ["solve_fd", "build_discretization", "FDConvergenceError", "NonFiniteError", "FDInputError",
-           "gradient", "SOLVERS"]
+           "gradient", "SOLVERS", "nested_levels", "prolong"]
 
 SOLVERS = ("newton", "fixed-point")
 
@@ -132,8 +133,12 @@ def gradient(u: np.ndarray, grid) -> np.ndarray:
 
 
 def _solve_coupled(disc: Discretization, solver: str, tol: float, max_iter, progress, initial=None,
-                   continuation="auto", relaxation: float = 0.5):
-    """Solve one discrete MFG; returns (phi, rho, info)."""
+                   continuation="auto", relaxation: float = 0.5, linear_solver: str = "auto", coarse=()):
+    """Solve one discrete MFG; returns (phi, rho, info).
+
+    ``coarse``: discretizations of the same problem on coarser grids (coarsest
+    first) for the grid continuation of :func:`_grid_continuation`.
+    """
     prog = make_progress(progress, solver)
     info: dict = {"solver": solver}
     if solver == "fixed-point":
@@ -142,23 +147,19 @@ def _solve_coupled(disc: Discretization, solver: str, tol: float, max_iter, prog
                                      progress=prog)
         info.update(iterations=len(hist) - 1, residual_history=hist)
         return phi, rho, info
-    if initial is None:
-        phi0, rho0 = initial_guess(disc)
+    stats: dict = {}
+    if coarse:
+        U, hist, ninfo = _grid_continuation(list(coarse) + [disc], tol, max_iter or 30, prog, continuation,
+                                            linear_solver, stats)
     else:
-        phi0, rho0 = initial
-    U0 = disc.pack(phi0, rho0)
-    try:
-        if disc.terminal[0] == "kl" and continuation == "auto" and initial is None:
-            # the log terminal is far from the decoupled start: go straight to the
-            # adaptive homotopy (first step s = 0.25: measured fewest total iterations)
-            raise FDConvergenceError("plain Newton skipped", [])
-        U, hist, ninfo = newton(disc, U0, tol=tol, max_iter=max_iter or 30, progress=prog)
-        info.update(ninfo, residual_history=hist)
-    except FDConvergenceError as exc:
-        if continuation in (None, False, "none"):
-            raise
-        U, hist, ninfo = _continuation(disc, U0, tol, max_iter or 30, prog, continuation, exc)
-        info.update(ninfo, residual_history=hist)
+        U, hist, ninfo = _newton_or_continuation(disc, initial, tol, max_iter or 30, prog, continuation,
+                                                 linear_solver, stats=stats)
+    info.update(ninfo, residual_history=hist)
+    info.setdefault("total_newton_iterations", info.get("iterations"))
+    # totals over every Newton solve (continuation stages and grid levels, failed attempts included)
+    info["jacobian_s"] = stats.get("jacobian_s", 0.0)
+    info["linear_solve_s"] = stats.get("linear_solve_s", 0.0)
+    info["krylov_iterations"] = stats.get("krylov_iterations", 0)
     phi, rho, _ = disc.unpack(U)
     # Polish: ρ = FP(φ) exactly. Each level solve is with an M-matrix, so the
     # substitutions add only non-negative terms: ρ >= 0 and mass to round-off.
@@ -170,7 +171,152 @@ def _solve_coupled(disc: Discretization, solver: str, tol: float, max_iter, prog
     return phi, rho, info
 
 
-def _continuation(disc, U0, tol, max_iter, prog, kind, first_exc):
+def _newton_or_continuation(disc, initial, tol, max_iter, prog, continuation, linear_solver, label="newton",
+                            stats=None):
+    """Newton from ``initial`` (default: one fictitious-play sweep), continuation if that fails.
+
+    Returns (U, history, info) like :func:`newton`.
+    """
+    skip_plain = disc.terminal[0] == "kl" and continuation == "auto" and initial is None
+    if skip_plain:
+        # the log terminal is far from the decoupled start: go straight to the
+        # adaptive homotopy (first step s = 0.25: measured fewest total iterations),
+        # which starts from the same sweep (g_0 = g(ρ₀))
+        exc = FDConvergenceError("plain Newton skipped", [])
+        U0 = None
+    else:
+        U0 = disc.pack(*(initial_guess(disc) if initial is None else initial))
+        try:
+            return newton(disc, U0, tol=tol, max_iter=max_iter, progress=prog, label=label,
+                          linear_solver=linear_solver, stats=stats)
+        except FDConvergenceError as e:
+            if continuation in (None, False, "none"):
+                raise
+            exc = e
+    if U0 is None and continuation not in ("coupling", "auto"):
+        U0 = disc.pack(*initial_guess(disc))
+    return _continuation(disc, U0, tol, max_iter, prog, continuation, exc, linear_solver, stats)
+
+
+def _prolong_axis(u, xc, xf, axis):
+    """Linear interpolation of u along ``axis`` from nodes xc to xf, extrapolating linearly past the ends."""
+    idx = np.clip(np.searchsorted(xc, xf) - 1, 0, len(xc) - 2)
+    w = (xf - xc[idx]) / (xc[idx + 1] - xc[idx])
+    shape = [1] * u.ndim
+    shape[axis] = len(xf)
+    w = w.reshape(shape)
+    u0 = np.take(u, idx, axis=axis)
+    return u0 + w * (np.take(u, idx + 1, axis=axis) - u0)
+
+
+def prolong(u, coarse_grid, fine_grid) -> np.ndarray:
+    """Nodal values (nt_c+1, N_c) on ``coarse_grid`` -> (nt+1, N) on ``fine_grid`` (same box and T).
+
+    Linear in t and along each axis (tensor product), extrapolated linearly into
+    the half cells between the outer coarse and fine cell centres.
+    """
+    u = np.asarray(u, dtype=float).reshape((coarse_grid.nt + 1,) + tuple(coarse_grid.shape))
+    u = _prolong_axis(u, np.asarray(coarse_grid.t), np.asarray(fine_grid.t), 0)
+    for a in range(fine_grid.dim):
+        u = _prolong_axis(u, np.asarray(coarse_grid.axes[a]), np.asarray(fine_grid.axes[a]), 1 + a)
+    return u.reshape(fine_grid.nt + 1, -1)
+
+
+#: grid continuation: coarsest level allowed (nodes per dimension, time steps)
+NESTED_MIN_N = 64
+NESTED_MIN_NT = 32
+
+
+def nested_levels(problem: MFGProblem, grid, nested="auto") -> list:
+    """The coarse grids (coarsest first) of the grid continuation for ``grid``.
+
+    "auto"/True: halve n and nt while the coarse grid keeps >= NESTED_MIN_N
+    nodes per dimension and >= NESTED_MIN_NT steps (below that the homotopy
+    on the grid itself costs about as much). An int k: up to k halvings,
+    whatever the size. Either way a coarse grid must resolve the data
+    (h <= std/2, as :func:`build_discretization` checks). False/0: none.
+    """
+    if nested is False or nested is None or nested == 0:
+        return []
+    cap = None if (nested is True or nested == "auto") else int(nested)
+    out = []
+    g = grid
+    while cap is None or len(out) < cap:
+        n2 = tuple(k // 2 for k in g.n)
+        nt2 = g.nt // 2
+        if min(n2) < 2 or nt2 < 2 or (cap is None and (min(n2) < NESTED_MIN_N or nt2 < NESTED_MIN_NT)):
+            break
+        g2 = g.with_(n=n2, nt=nt2)
+        try:
+            _check_resolution(problem, g2)
+        except FDInputError:
+            break
+        out.insert(0, g2)
+        g = g2
+    return out
+
+
+def _grid_continuation(discs, tol, max_iter, prog, continuation, linear_solver, stats=None):
+    """Nested iteration: solve on the coarsest grid (with continuation), then on each finer grid by
+    Newton from the prolonged coarser solution (continuation on that grid only if Newton fails).
+
+    Coarse levels stop at max(tol, 1e-5): their solutions only start the next
+    level, whose own Newton iteration decides the answer. Returns (U, history,
+    info) of the finest level, with ``info["levels"]`` listing each level's
+    grid, iterations and seconds, and ``info["work"]`` the Newton iterations
+    weighted by level size relative to the finest.
+    """
+    levels, hist_all = [], []
+    U = None
+    prev = None
+    fine = discs[-1]
+    for j, d in enumerate(discs):
+        last = j == len(discs) - 1
+        tol_j = tol if last else max(tol, 1e-5)
+        t0 = time.perf_counter()
+        label = f"grid {'x'.join(map(str, d.grid.n))}x{d.nt}"
+        fallback, failed_its = False, 0
+        if prev is None:
+            U, hist, info = _newton_or_continuation(d, None, tol_j, max_iter, prog, continuation, linear_solver,
+                                                    label, stats)
+        else:
+            pd, pU = prev
+            phi_c = pd.unpack(pU)[0]
+            # φ is prolonged, ρ recomputed by the forward FP sweep for that φ: consistent
+            # with the transport of the fine φ (vacuum fronts included), positive, mass
+            # exact. Measured: Newton then takes full steps from the first iteration, where
+            # prolonging ρ as well left it wandering around the front of ρ_T for many damped steps.
+            try:
+                phi0 = prolong(phi_c, pd.grid, d.grid)
+                U0 = d.pack(phi0, fp_forward(d, phi0))
+                U, hist, info = newton(d, U0, tol=tol_j, max_iter=max_iter, progress=prog, label=label,
+                                       diverge=20.0, linear_solver=linear_solver, stats=stats)
+            except (FDConvergenceError, NonFiniteError) as exc:
+                if continuation in (None, False, "none"):
+                    raise
+                fallback = True
+                failed = list(getattr(exc, "history", []) or [])
+                failed_its = max(0, len(failed) - 1)
+                hist_all += failed
+                U, hist, info = _newton_or_continuation(d, None, tol_j, max_iter, prog, continuation,
+                                                        linear_solver, label, stats)
+        its = info.get("total_newton_iterations", info.get("iterations")) + failed_its
+        levels.append({"n": list(d.grid.n), "nt": d.nt, "iterations": its, "wall_s": time.perf_counter() - t0,
+                       "continuation": info.get("continuation"), "fallback": fallback})
+        hist_all += hist
+        prev = (d, U)
+    size = fine.nt * fine.N
+    info = dict(info)
+    info["levels"] = levels
+    info["work"] = float(sum(lv["iterations"] * (lv["nt"] * np.prod(lv["n"])) / size for lv in levels))
+    info["continuation"] = (f"grid ({len(discs)} levels, coarsest {'x'.join(map(str, discs[0].grid.n))}x"
+                            f"{discs[0].nt}: {levels[0]['continuation'] or 'newton'})")
+    info["last_stage_history"] = hist
+    info["total_newton_iterations"] = int(sum(lv["iterations"] for lv in levels))
+    return U, hist_all, info
+
+
+def _continuation(disc, U0, tol, max_iter, prog, kind, first_exc, linear_solver="auto", stats=None):
     """Homotopy from an easier problem.
 
     - "coupling" (default for a KL terminal): g_s = s g(ρ_T) + (1 - s) g(ρ₀),
@@ -192,12 +338,15 @@ def _continuation(disc, U0, tol, max_iter, prog, kind, first_exc):
         d0 = dataclasses.replace(disc, homotopy=0.0, g_start=g0)
         U = d0.pack(*initial_guess(d0))
         s, ds, stages = 0.0, 0.25, 0
+        calls = 1 if first_exc.history else 0  # each Newton history starts with its initial residual
         while s < 1.0:
+            calls += 1
             s_try = min(1.0, s + ds)
             sub = dataclasses.replace(disc, homotopy=s_try, g_start=g0) if s_try < 1.0 else disc
             try:
                 U2, hist, info = newton(sub, U, tol=tol, max_iter=min(max_iter, 12), progress=prog,
-                                        label=f"continuation s={s_try:.3g}", diverge=20.0)
+                                        label=f"continuation s={s_try:.3g}", diverge=20.0,
+                                        linear_solver=linear_solver, stats=stats)
             except FDConvergenceError as exc:
                 hist_all += exc.history
                 ds *= 0.5
@@ -210,7 +359,7 @@ def _continuation(disc, U0, tol, max_iter, prog, kind, first_exc):
             stages += 1
             ds = min(2.0 * ds, 1.0)
         info["continuation"] = f"coupling ({stages} stages)"
-        info["total_newton_iterations"] = len(hist_all) - stages
+        info["total_newton_iterations"] = len(hist_all) - calls
         info["last_stage_history"] = hist
         return U, hist_all, info
     factors = [16.0, 8.0, 4.0, 2.0, 1.0]
@@ -222,13 +371,14 @@ def _continuation(disc, U0, tol, max_iter, prog, kind, first_exc):
             sub = dataclasses.replace(disc, nu=disc.nu + (f - 1.0) * max(disc.nu, 0.05) / 15.0)
         try:
             U, hist, info = newton(sub, U, tol=tol if f == 1.0 else max(tol, 1e-8), max_iter=max_iter, progress=prog,
-                                   label=f"continuation {kind}x{f:g}")
+                                   label=f"continuation {kind}x{f:g}", linear_solver=linear_solver, stats=stats)
         except FDConvergenceError as exc:
             raise FDConvergenceError(f"Newton failed ({first_exc}) and continuation in {kind} failed at factor {f:g}: "
                                      f"{exc}", hist_all + exc.history, first_exc.suggestion) from None
         hist_all += hist
     info["continuation"] = kind
     info["last_stage_history"] = hist
+    info["total_newton_iterations"] = len(hist_all) - len(factors) - (1 if first_exc.history else 0)
     return U, hist_all, info
 
 
@@ -248,6 +398,13 @@ def solve_fd(problem: MFGProblem, n=None, nt=None, solver: str = "newton", tol: 
             initial_guess: (phi, rho) arrays (nt+1, *shape) to start from.
             check_resolution (True): refuse grids with h > std/2 of the data.
             continuation ("auto"|"lam"|"nu"|None): homotopy when Newton fails.
+            nested ("auto"): grid continuation for a KL terminal: solve on grids
+                halved in n and nt first and start each finer grid from the
+                prolonged solution ("auto": coarse levels down to 64 nodes and 32
+                steps; k: up to k coarse levels; False: none).
+            linear_solver ("auto"|"schur"|"gmres"|"direct"): Newton's linear
+                solver ("auto": "schur" for 1D reflecting games coupled only
+                through the terminal cost, see docs/fd.md).
             relaxation (0.5): θ of the fixed-point method.
             wgf_routes (("fp", "jko")): which wgf routes to compute.
             jko_tau (problem.params["tau"]), jko_nt (steps per JKO sub-problem).
@@ -265,7 +422,7 @@ def solve_fd(problem: MFGProblem, n=None, nt=None, solver: str = "newton", tol: 
     if not (isinstance(tol, (int, float)) and tol > 0):
         raise FDInputError(f"tol={tol!r}; expected a positive number")
     known = {"initial_guess", "check_resolution", "continuation", "relaxation", "wgf_routes", "jko_tau", "jko_nt",
-             "sgm_eta", "kl_floor"}
+             "sgm_eta", "kl_floor", "linear_solver", "nested"}
     unknown = set(options) - known
     if unknown:
         raise FDInputError(f"unknown option(s) {sorted(unknown)}; expected some of {sorted(known)}")
@@ -285,13 +442,29 @@ def solve_fd(problem: MFGProblem, n=None, nt=None, solver: str = "newton", tol: 
                 raise FDInputError(f"initial_guess {name} has shape {arr.shape}; expected {want} = (nt+1, *grid)")
         initial = (phi_i.reshape(grid.nt + 1, -1), rho_i.reshape(grid.nt + 1, -1))
 
+    nested = options.get("nested", "auto")
+    if not (nested is None or isinstance(nested, bool) or nested == "auto" or (isinstance(nested, int) and nested >= 0)):
+        raise FDInputError(f"nested={nested!r}; expected 'auto', True, False or a number of coarse levels >= 0")
+    linear_solver = options.get("linear_solver", "auto")
+    if linear_solver not in LINEAR_SOLVERS:
+        raise FDInputError(f"linear_solver={linear_solver!r}; expected one of {list(LINEAR_SOLVERS)}")
+    if linear_solver == "schur" and not disc.terminal_coupled_1d:
+        raise FDInputError("linear_solver='schur' needs a 1D grid with reflecting walls and the coupling only in the "
+                           "terminal cost (no running coupling f, no mean-field moments)")
+    coarse = []
+    if (solver == "newton" and initial is None and disc.terminal[0] == "kl" and problem.family != "wgf"
+            and options.get("continuation", "auto") == "auto"):
+        coarse = [build_discretization(problem, g.n, g.nt, check_resolution=False, kl_floor=disc.kl_floor)
+                  for g in nested_levels(problem, grid, nested)]
+
     if problem.family == "wgf":
         from .routes import solve_wgf
 
         phi, rho, info, extras, meta_extra = solve_wgf(problem, disc, solver, tol, max_iter, progress, options)
     else:
         phi, rho, info = _solve_coupled(disc, solver, tol, max_iter, progress, initial,
-                                        options.get("continuation", "auto"), options.get("relaxation", 0.5))
+                                        options.get("continuation", "auto"), options.get("relaxation", 0.5),
+                                        linear_solver, coarse)
         if problem.family == "sgm":
             from .routes import sgm_extras
 
@@ -318,7 +491,8 @@ def solve_fd(problem: MFGProblem, n=None, nt=None, solver: str = "newton", tol: 
         "versions": package_versions(),
         "kl_floor": disc.kl_floor if disc.terminal[0] == "kl" else None,
     }
-    for key in ("continuation", "last_stage_history"):
+    for key in ("continuation", "last_stage_history", "levels", "work", "total_newton_iterations", "linear_solver",
+                "krylov_iterations"):
         if key in info:
             meta[key] = info[key]
     meta.update(meta_extra)

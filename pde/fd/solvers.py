@@ -1,8 +1,10 @@
 """Solvers on a :class:`~pde.fd.system.Discretization`.
 
 - :func:`newton`: all-at-once Newton on the coupled space-time system with
-  the analytic sparse Jacobian, a sparse direct solve (SuperLU), a
-  backtracking line search on ‖F‖₂ and, for a KL terminal (log ρ_T), a
+  the analytic Jacobian, a linear solver chosen by
+  :func:`resolve_linear_solver` (SuperLU, block-preconditioned GMRES or the
+  banded terminal-Schur solver of :mod:`pde.fd.linsolve`), a backtracking
+  line search on ‖F‖₂ and, for a KL terminal (log ρ_T), a
   fraction-to-the-boundary rule that keeps ρ_T > 0.
 - :func:`hjb_backward` / :func:`fp_forward`: the decoupled sweeps. The
   backward HJB solves each level by Newton on the convex discrete
@@ -24,11 +26,11 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .linsolve import BlockPreconditionedGMRES, solve_direct
+from .linsolve import BlockPreconditionedGMRES, TerminalSchurSolver, solve_direct
 from .system import Discretization, NonFiniteError
 
 __all__ = ["FDConvergenceError", "newton", "fixed_point", "hjb_backward", "fp_forward", "make_progress",
-           "initial_guess"]
+           "initial_guess", "resolve_linear_solver", "LINEAR_SOLVERS"]
 
 
 class FDConvergenceError(RuntimeError):
@@ -119,8 +121,28 @@ def hjb_backward(disc: Discretization, src, phiT, tol: float = 1e-12, max_iter: 
 
 
 def fp_forward(disc: Discretization, phi, rho0=None, b_parts=None, nu=None):
-    """Forward FP for given φ (nt+1, N): (I/Δt + M(φ^k))ᵀ ρ^{k+1} = ρ^k/Δt. Returns (nt+1, N)."""
+    """Forward FP for given φ (nt+1, N): (I/Δt + M(φ^k))ᵀ ρ^{k+1} = ρ^k/Δt. Returns (nt+1, N).
+
+    1D reflecting grids: all level matrices at once (Numba), solved by tridiagonal
+    substitutions; otherwise level by level with :func:`level_solve`.
+    """
     nt, N, dt = disc.nt, disc.N, disc.dt
+    if disc.d == 1 and disc.grid.boundary == "reflecting" and b_parts is None and nu is None and N >= 2:
+        from . import kernels as K
+
+        a_band = np.empty((nt, 3, N))
+        c_band = np.empty((nt, 3, N))
+        phi = np.ascontiguousarray(phi, dtype=float)
+        K.jacobian_bands_1d(phi, np.zeros_like(phi), disc.nbp, disc.nbm, disc.ih, disc.bp, disc.bm, dt, disc.nu,
+                            disc.lam, a_band, c_band, size=nt * N)
+        low, ipiv = np.empty((nt, N)), np.empty((nt, N))
+        K.tridiag_factor(a_band, low, ipiv, size=nt * N)
+        rho = np.empty((nt + 1, N))
+        K.fp_forward_sweep(a_band, low, ipiv, np.asarray(disc.rho0 if rho0 is None else rho0, dtype=float), rho)
+        if not np.all(np.isfinite(rho)):
+            k = int(np.flatnonzero(~np.all(np.isfinite(rho), axis=1))[0])
+            raise NonFiniteError(f"FP solution is NaN/Inf at time level {k} (t = {disc.t[k]:.4g})")
+        return rho
     eye = sp.identity(N, format="csr") / dt
     rho = np.empty((nt + 1, N))
     rho[0] = disc.rho0 if rho0 is None else rho0
@@ -147,16 +169,46 @@ def initial_guess(disc: Discretization, tol: float = 1e-12):
 # ---------------------------------------------------------------------------
 
 
+LINEAR_SOLVERS = ("auto", "direct", "gmres", "schur")
+
+
+def resolve_linear_solver(disc: Discretization, linear_solver: str = "auto") -> str:
+    """The linear solver of the Newton steps: "direct" (SuperLU), "gmres" or "schur".
+
+    "auto": "schur" when the game is coupled only through the terminal cost
+    on a 1D reflecting grid (:class:`~pde.fd.linsolve.TerminalSchurSolver`,
+    O(nt·N) per iteration); else GMRES with the block-triangular
+    preconditioner in 2D and for large 1D systems without moment unknowns;
+    else SuperLU.
+    """
+    if linear_solver not in LINEAR_SOLVERS:
+        raise ValueError(f"linear_solver={linear_solver!r}; expected one of {list(LINEAR_SOLVERS)}")
+    if linear_solver == "schur" and not disc.terminal_coupled_1d:
+        raise ValueError("linear_solver='schur' needs a 1D reflecting grid with the coupling only in the terminal "
+                         "cost (no running coupling f, no mean-field moments)")
+    if linear_solver != "auto":
+        return linear_solver
+    if disc.terminal_coupled_1d:
+        return "schur"
+    if disc.dm == 0 and (disc.d == 2 or disc.n_unknowns > 20_000):
+        return "gmres"
+    return "direct"
+
+
 def newton(disc: Discretization, U0, tol: float = 1e-10, max_iter: int = 30, progress=None, label: str = "newton",
-           min_step: float = 1e-4, diverge: float = None, linear_solver: str = "auto"):
+           min_step: float = 1e-4, diverge: float = None, linear_solver: str = "auto", stats: dict = None):
     """All-at-once Newton. Returns (U, history, info); raises FDConvergenceError.
 
     ``history`` lists Δt-scaled max-norm residuals, the first for U0.
+    ``stats``: optional dict whose "jacobian_s", "linear_solve_s" and
+    "krylov_iterations" are incremented as the iteration goes, so that callers
+    running several Newton solves (continuation) can total them, failed ones included.
     """
     U = np.array(U0, dtype=float)
     F = disc.residual(U)
     res = float(np.max(np.abs(F)))
-    hist, steps, gm_its = [res], [], []
+    hist, steps, gm_its, schur_its = [res], [], [], []
+    kind = resolve_linear_solver(disc, linear_solver)
     t_lin = t_jac = 0.0
     kl = disc.terminal[0] == "kl"
     sl_T = slice(2 * (disc.nt - 1) * disc.N + disc.N, 2 * disc.nt * disc.N)
@@ -166,11 +218,19 @@ def newton(disc: Discretization, U0, tol: float = 1e-10, max_iter: int = 30, pro
         if res <= tol:
             break
         t0 = time.perf_counter()
-        J = disc.jacobian(U)
+        if kind == "schur":
+            bands = disc.jacobian_bands(U)
+        else:
+            J = disc.jacobian(U)
         t1 = time.perf_counter()
-        use_gmres = linear_solver == "gmres" or (linear_solver == "auto" and disc.dm == 0 and
-                                                  (disc.d == 2 or disc.n_unknowns > 20_000))
-        if use_gmres:
+        if kind == "schur":
+            # preconditioner band: 32 (measured best trade-off at N = 1000), narrower on small
+            # grids where building it would cost more than the CG iterations it saves
+            ls = TerminalSchurSolver(*bands, rtol=max(1e-12, min(1e-4, 1e-2 * res)),
+                                     precond_band=min(32, max(4, disc.N // 16)))
+            dU = ls.solve(F)
+            schur_its.append(ls.iterations)
+        elif kind == "gmres":
             ls = BlockPreconditionedGMRES(disc, J, rtol=max(1e-12, min(1e-4, 1e-2 * res)))
             dU = ls.solve(F)
             gm_its.append(ls.iterations)
@@ -179,6 +239,11 @@ def newton(disc: Discretization, U0, tol: float = 1e-10, max_iter: int = 30, pro
         t2 = time.perf_counter()
         t_jac += t1 - t0
         t_lin += t2 - t1
+        if stats is not None:
+            stats["jacobian_s"] = stats.get("jacobian_s", 0.0) + (t1 - t0)
+            stats["linear_solve_s"] = stats.get("linear_solve_s", 0.0) + (t2 - t1)
+            if kind in ("schur", "gmres"):
+                stats["krylov_iterations"] = stats.get("krylov_iterations", 0) + (schur_its or gm_its)[-1]
         if not np.all(np.isfinite(dU)):
             raise NonFiniteError(f"Newton step {it}: the linear solve returned NaN/Inf (singular Jacobian?)")
         alpha = 1.0
@@ -209,13 +274,14 @@ def newton(disc: Discretization, U0, tol: float = 1e-10, max_iter: int = 30, pro
         if diverge is not None and res > diverge * hist[0]:
             raise FDConvergenceError(f"Newton diverging at iteration {it} (residual {res:.3e})", hist, SUGGESTION)
         if progress:
-            progress(it, res, {"step": alpha, "jac_s": t1 - t0, "lin_s": t2 - t1})
+            extra = {"krylov": (schur_its or gm_its)[-1]} if kind in ("schur", "gmres") else {}
+            progress(it, res, {"step": alpha, "jac_s": t1 - t0, "lin_s": t2 - t1, **extra})
     if res > tol:
         raise FDConvergenceError(
             f"Newton did not reach tol={tol:g} in {max_iter} iterations (residual {res:.3e}, history "
             f"{[f'{h:.2e}' for h in hist]})", hist, SUGGESTION)
     return U, hist, {"steps": steps, "jacobian_s": t_jac, "linear_solve_s": t_lin, "iterations": len(hist) - 1,
-                          "gmres_iterations": gm_its}
+                     "gmres_iterations": gm_its, "schur_iterations": schur_its, "linear_solver": kind}
 
 
 def fixed_point(disc: Discretization, phi0=None, rho0=None, tol: float = 1e-10, max_iter: int = 500,

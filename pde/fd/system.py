@@ -215,7 +215,9 @@ class Discretization:
                     k = int(np.flatnonzero(~np.all(np.isfinite(arr), axis=1))[0])
                     raise NonFiniteError(f"{name} residual is NaN/Inf at time level {k + off} (t = {self.t[k + off]:.4g})")
         F = np.empty(self.n_unknowns)
-        F[: 2 * self.nt * self.N] = self.dt * np.stack([res_h, res_f], axis=1).ravel()
+        Fb = F[: 2 * self.nt * self.N].reshape(self.nt, 2, self.N)
+        np.multiply(res_h, self.dt, out=Fb[:, 0])
+        np.multiply(res_f, self.dt, out=Fb[:, 1])
         if self.dm:
             F[2 * self.nt * self.N:] = (m[1:] - self.vol * rho[1:] @ self.pts).ravel()
         return F
@@ -291,6 +293,31 @@ class Discretization:
         J = sp.csc_matrix((np.concatenate(V), (np.concatenate(R), np.concatenate(C))), shape=(n, n))
         J.eliminate_zeros()
         return J
+
+    @property
+    def terminal_coupled_1d(self) -> bool:
+        """True when the banded terminal-Schur solver applies: 1D, reflecting walls, no ρ in the
+        running cost (HJB meets ρ only through g(ρ^{nt})), no moment unknowns, ρ^{nt} not in log form."""
+        return (self.d == 1 and self.grid.boundary == "reflecting" and self.coupling[0] == "none" and self.dm == 0
+                and not self.log_terminal and self.N >= 2)
+
+    def jacobian_bands(self, U):
+        """The Jacobian of a :attr:`terminal_coupled_1d` system as level blocks.
+
+        Returns (a_band, c_band, ident, gprime): tridiagonal ∂HJB_k/∂φ^k and
+        ∂FP_k/∂φ^k as (nt, 3, N) bands (scaled like :meth:`residual`), the
+        value of the identity blocks ∂HJB_k/∂φ^{k+1} = ∂FP_k/∂ρ^k, and g'(ρ^{nt})
+        (the last HJB row has -g' on the columns of ρ^{nt}). The same matrix as
+        :meth:`jacobian`, without assembling it.
+        """
+        if not self.terminal_coupled_1d:
+            raise ValueError("jacobian_bands needs a 1D reflecting grid with the coupling only in the terminal cost")
+        phi, rho, _ = self.unpack(U)
+        a_band = np.empty((self.nt, 3, self.N))
+        c_band = np.empty((self.nt, 3, self.N))
+        K.jacobian_bands_1d(phi, rho, self.nbp, self.nbm, self.ih, self.bp, self.bm, self.dt, self.nu, self.lam,
+                            a_band, c_band, size=self.nt * self.N)
+        return a_band, c_band, K.identity_block_value(self.dt), self.terminal_derivative(rho[self.nt])
 
     # -- one time level ----------------------------------------------------------
 
