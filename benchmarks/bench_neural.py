@@ -222,7 +222,9 @@ def bench_time_to_l1(dev, mode: str) -> str:
     mgrid = mix.grid(n=mix.n, nt=1)
     lines += [""] + _time_to_l1(mix, mgrid, sol.rho[-1], dev, mode,
                                 f"2D two-component mixture (case `otflow-mixture-2d`) → N(0,I), truth = FD on "
-                                f"{mix.n[0]}×{mix.n[1]}, nt = {nt} (solved in {t_fd:.0f} s on the host CPU)")
+                                f"{mix.n[0]}×{mix.n[1]}, nt = {nt} (solved in {t_fd:.0f} s on the host CPU; first order: "
+                                f"on the Gaussian case at this grid the FD ρ_T is itself 0.047 from the closed form, "
+                                f"docs/fd.md, so ≤ 0.05 against it is a loose target)")
     return "\n".join(lines)
 
 
