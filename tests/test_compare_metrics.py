@@ -133,6 +133,16 @@ def test_w2_1d_shift_is_exact():
     assert M.w2_1d(p, q, x) == pytest.approx(25 * h, rel=1e-9)
 
 
+def test_w2_1d_with_subnormal_tails_is_finite():
+    # a flow's density can reach 1e-320 in its tails: the CDF steps must not overflow np.interp
+    g, x, h = _gauss_1d(160)
+    p = stats.norm.pdf(x, -1.0, 0.5)
+    q = stats.norm.pdf(x, -1.0, 0.5)
+    q[:3] = [1e-322, 1e-317, 1e-312]  # subnormal and near-subnormal cells, as in a trained flow's ρ_T
+    assert M.w2_1d(p, q, x) == pytest.approx(0.0, abs=1e-12)
+    assert M.w2_1d(p, np.roll(q, 25), x) == pytest.approx(25 * h, rel=1e-6)
+
+
 def test_w2_grid_2d_against_gaussian_closed_form():
     m0, S0 = np.array([0.5, -0.3]), np.array([[0.8, 0.3], [0.3, 0.6]])
     m1, S1 = np.array([-0.7, 0.4]), np.array([[1.2, -0.2], [-0.2, 0.9]])
