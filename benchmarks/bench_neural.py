@@ -24,7 +24,6 @@ Needs only torch, numpy, scipy (and the repository's ``pde`` and ``neural``).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 
@@ -262,7 +261,6 @@ def bench_sgm(dev, mode: str) -> str:
     batch = {"full": 2048, "quick": 256, "smoke": 64}[mode]
     n = {"full": 80, "quick": 40, "smoke": 12}[mode]
     seeds = (0,) if mode == "smoke" else (0, 1, 2)
-    quick = mode != "full"
     svals = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0]
     cases = {
         "checkerboard": pde.sgm(pde.Checkerboard(), domain=[[-6.0, 6.0], [-6.0, 6.0]], T=1.0, beta=1.0,

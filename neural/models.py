@@ -426,9 +426,8 @@ class ScoreModel(NeuralModel):
         b = self.beta
         s = _as_time(s, x)
         f, Jx, ft, lap = self.net.derivatives(x, s)
-        e = torch.exp(-b * s)
-        sig = torch.sqrt(-torch.expm1(-b * s))[:, None]
-        dsig = (0.5 * b * e)[:, None] / sig  # dσ_s/ds
+        sig = self.sigma(s)[:, None]
+        dsig = (0.5 * b * torch.exp(-b * s))[:, None] / sig  # dσ_s/ds
         S = f / sig
         J = Jx / sig[:, :, None]  # J[n, j, i] = ∂_j S_i
         dS = ft / sig - f * (dsig / (sig * sig))

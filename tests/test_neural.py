@@ -12,7 +12,7 @@ import torch
 import neural
 import pde
 from neural.integrate import divergence
-from neural.models import OTFlow, ScoreModel, score_hjb_residual
+from neural.models import OTFlow, score_hjb_residual
 
 torch.set_num_threads(1)
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import inspect
 
 import numpy as np
-import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 # SciPy renamed the relative tolerance ``tol`` of its Krylov solvers to ``rtol`` in 1.12 and removed
