@@ -1,0 +1,135 @@
+"""The density a velocity implies, by backward characteristics; particle paths; grid fields as callables.
+
+For a deterministic flow ``dX/dt = u(X, t)`` from ``X₀ ~ ρ₀`` the density
+along a path obeys ``d log ρ/dt = −∇·u``, so for every node ``x`` and time
+``t``
+
+    ρ_t(x) = ρ₀(X₀) · exp(−∫₀ᵗ ∇·u(X_s, s) ds),   X_t = x,
+
+with ``X_s`` traced back from ``(x, t)`` to ``s = 0``. Both ``X`` and the
+integral are advanced by the classical RK4 scheme (one augmented state), so
+the error is O(Δt⁴) in the step for smooth ``u``; it is far below the
+discretisation error of any grid truth, unlike the first-order upwind
+Fokker–Planck operator, whose numerical diffusion is O(h).
+
+Grid fields (a velocity or score sampled on nodes) become callables through
+:class:`GridField`: multilinear interpolation in (t, x[, y]) (second-order
+accurate), and the divergence of a grid field by second-order central
+differences on its own grid (one-sided second order at the ends),
+interpolated the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["log_density_by_characteristics", "flow_paths", "GridField", "fd_divergence"]
+
+
+def _rk4_step(f, x, L, t, h):
+    k1x, k1l = f(x, t)
+    k2x, k2l = f(x + 0.5 * h * k1x, t + 0.5 * h)
+    k3x, k3l = f(x + 0.5 * h * k2x, t + 0.5 * h)
+    k4x, k4l = f(x + h * k3x, t + h)
+    return (x + h / 6.0 * (k1x + 2 * k2x + 2 * k3x + k4x),
+            L + h / 6.0 * (k1l + 2 * k2l + 2 * k3l + k4l))
+
+
+def log_density_by_characteristics(u: Callable, div_u: Callable, log_rho0: Callable, points: np.ndarray,
+                                   times, T: float, steps: int = 32) -> np.ndarray:
+    """log ρ_t at ``points`` (M, d) for each time in ``times``, by RK4 back to t = 0.
+
+    Args:
+        u: ``u(x (M, d), t float) -> (M, d)`` the flow velocity in generative time.
+        div_u: ``div_u(x, t) -> (M,)`` its divergence.
+        log_rho0: ``log_rho0(x) -> (M,)`` the initial log-density.
+        points: (M, d) nodes.
+        times: the times (each in [0, T]).
+        T: horizon; a time t uses ``max(1, ceil(steps·t/T))`` equal steps.
+        steps: RK4 steps over [0, T].
+
+    Returns:
+        (len(times), M) log-densities (NaN where a path left the fields'
+        domain or a value was not finite).
+    """
+    pts = np.asarray(points, dtype=float)
+    out = np.empty((len(times), pts.shape[0]))
+
+    def f(x, t):
+        return u(x, t), div_u(x, t)
+
+    for k, t in enumerate(times):
+        t = float(t)
+        if t <= 0.0:
+            out[k] = log_rho0(pts)
+            continue
+        n = max(1, int(math.ceil(steps * t / T - 1e-9)))
+        h = -t / n
+        x, L = pts.copy(), np.zeros(pts.shape[0])
+        with np.errstate(invalid="ignore", over="ignore"):
+            for j in range(n):
+                x, L = _rk4_step(f, x, L, t + j * h, h)
+            # dL/ds = ∇·u, L(t) = 0  ⇒  L(0) = −∫₀ᵗ ∇·u ds
+            out[k] = log_rho0(x) + L
+    return out
+
+
+def flow_paths(u: Callable, x0: np.ndarray, times, T: float, steps: int = 32) -> np.ndarray:
+    """Paths of ``dX/dt = u(X, t)`` from ``x0`` at ``times[0]``, recorded at each time: (K, N, d).
+
+    Each interval gets ``max(1, ceil(steps·Δt/T))`` RK4 steps.
+    """
+    x = np.asarray(x0, dtype=float).copy()
+    times = np.asarray(times, dtype=float)
+    out = [x.copy()]
+    zero = np.zeros(x.shape[0])
+
+    def f(y, t):
+        return u(y, t), zero
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        for a, b in zip(times[:-1], times[1:]):
+            n = max(1, int(math.ceil(steps * (b - a) / T - 1e-9)))
+            h = (b - a) / n
+            for j in range(n):
+                x, _ = _rk4_step(f, x, zero, a + j * h, h)
+            out.append(x.copy())
+    return np.stack(out)
+
+
+def fd_divergence(values: np.ndarray, axes) -> np.ndarray:
+    """∇·F of a grid field (K, *grid, d) by second-order central differences (one-sided at the ends)."""
+    d = len(axes)
+    div = np.zeros(values.shape[:-1])
+    for j, ax in enumerate(axes):
+        div += np.gradient(values[..., j], float(ax[1] - ax[0]), axis=1 + j, edge_order=2)
+    return div
+
+
+class GridField:
+    """A field sampled at times ``t`` (K,) on nodes ``axes`` as a callable ``f(x (M, d), t) -> (M, …)``.
+
+    Multilinear interpolation in (t, x[, y]); NaN outside the nodes' hull
+    (nothing is extrapolated). A single time level is constant in time.
+    """
+
+    def __init__(self, t, axes, values):
+        from scipy.interpolate import RegularGridInterpolator
+
+        self.t = np.asarray(t, dtype=float)
+        self.axes = tuple(np.asarray(a, dtype=float) for a in axes)
+        vals = np.asarray(values, dtype=float)
+        self.single = self.t.size == 1
+        grid = self.axes if self.single else (self.t,) + self.axes
+        self._f = RegularGridInterpolator(grid, vals[0] if self.single else vals, method="linear",
+                                          bounds_error=False, fill_value=np.nan)
+
+    def __call__(self, x, t):
+        x = np.asarray(x, dtype=float)
+        if self.single:
+            return self._f(x)
+        tt = np.full((x.shape[0], 1), float(t))
+        return self._f(np.concatenate([tt, x], axis=1))
