@@ -6,6 +6,7 @@ Subcommands (``mfglab SUBCOMMAND --help`` for options):
 - ``solve``      ground truth of a problem file (exact | fd | fe) → solution .npz
 - ``train``      train a neural flow on a problem file → checkpoint + solution .npz
 - ``verify``     truth vs neural model on a named case → report folder
+- ``compare``    truth vs any model (model file or module.py:factory) → report folder
 - ``converge``   refinement study of a solver on a case → report folder
 - ``wellposed``  well-posedness studies → report folder
 - ``demo``       ``verify`` on the default case (what ``make demo`` runs)
@@ -144,6 +145,7 @@ def _add_verify(sub):
                    help="truth cache and training checkpoints (default: OUT.work beside the report)")
     p.add_argument("--force", action="store_true", help="replace the report folder if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-animation", action="store_true", help="leave the animation out of the report (quicker)")
     p.set_defaults(func=_run_verify)
 
 
@@ -152,8 +154,65 @@ def _run_verify(args) -> int:
 
     out = args.out or Path("out") / f"verify-{args.case}"
     res = run_verify(args.case, out, model=args.model, budget=args.budget, device=args.device, seed=args.seed,
-                     force=args.force, work_dir=args.work, truth_method=args.truth, progress=not args.quiet)
-    print(f"verify: report written to {res.out_dir} ({res.wall_time_s:.0f} s)")
+                     force=args.force, work_dir=args.work, truth_method=args.truth, progress=not args.quiet,
+                     animation=not args.no_animation)
+    print(f"verify: report written to {res.out_dir} ({res.wall_time_s:.0f} s); model file {res.out_dir / 'model.npz'}")
+    return 0
+
+
+def _add_compare(sub):
+    p = sub.add_parser(
+        "compare", help="PDE truth vs any generative model (a model file, or your Python code) → report folder",
+        description="Measure a model trained anywhere against the lab's truth and write the same report folder as "
+                    "`verify` (report.md/html, figures, animation, metrics.json, provenance), with a section saying "
+                    "which metric came from what. The model is a model file (.npz, README 'File formats') or "
+                    "module.py:factory — the latter IMPORTS AND RUNS that Python file (your explicit choice; "
+                    "model and problem files are never run). Truth: a case (solved and cached as in `verify`) or "
+                    "--problem P.toml --truth TRUTH.npz.")
+    p.add_argument("case", nargs="?", default=None, help="case name (see `mfglab cases`); or give --problem")
+    p.add_argument("--model", required=True,
+                   help="model file MODEL.npz, or module.py:factory (runs that file's factory() → compare.Model)")
+    p.add_argument("--truth", default=None,
+                   help="with a case: the truth route exact | fd | fe | ... (default: the case's first); "
+                        "with --problem: the truth solution file TRUTH.npz")
+    p.add_argument("--problem", type=Path, default=None, help="problem file (TOML) of --truth TRUTH.npz")
+    p.add_argument("--n", type=int, nargs="+", help="case grid: nodes per dimension")
+    p.add_argument("--nt", type=int, help="case grid: time steps")
+    p.add_argument("--times", type=float, nargs="+", default=None, help="measurement times (default 5 in [0, T])")
+    p.add_argument("--steps", type=int, default=32, help="RK4 steps over [0, T] of characteristics and paths")
+    p.add_argument("--samples", type=int, default=2000, help="particles moved by the model's velocity (default 2000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="report folder (default out/compare-CASE)")
+    p.add_argument("--work", type=Path, default=None, help="truth cache (default: OUT.work beside the report)")
+    p.add_argument("--force", action="store_true", help="replace the report folder if it exists")
+    p.add_argument("--no-animation", action="store_true", help="leave the animation out of the report (quicker)")
+    p.add_argument("--no-truth-error", action="store_true", help="skip the truth's own error estimate")
+    p.set_defaults(func=_run_compare)
+
+
+def _run_compare(args) -> int:
+    from .comparison import run_compare
+
+    if (args.case is None) == (args.problem is None):
+        raise CLIError("give either a case name or --problem P.toml --truth TRUTH.npz")
+    common = dict(times=args.times, steps=args.steps, n_samples=args.samples, seed=args.seed, force=args.force,
+                  work_dir=args.work, animation=not args.no_animation, truth_error=not args.no_truth_error)
+    if args.case is not None:
+        out = args.out or Path("out") / f"compare-{args.case}"
+        res = run_compare(args.model, out, case=args.case, truth_method=args.truth, n=args.n, nt=args.nt, **common)
+    else:
+        import pde
+
+        if args.truth is None or not args.truth.endswith(".npz"):
+            raise CLIError(f"--problem needs --truth TRUTH.npz (got {args.truth!r})")
+        if args.out is None:
+            raise CLIError("--problem needs --out DIR")
+        problem = pde.load_problem(args.problem)
+        truth = pde.MFGSolution.load(args.truth)
+        res = run_compare(args.model, args.out, problem=problem, truth=truth, **common)
+    print(f"compare: report written to {res.out_dir} ({res.wall_time_s:.0f} s)")
+    for k, v in res.not_derived.items():
+        print(f"  not derived: {k}: {v}")
     return 0
 
 
@@ -212,7 +271,23 @@ def _run_converge(args) -> int:
 def _add_train(sub):
     from neural.cli import add_train_parser
 
-    add_train_parser(sub)
+    p = add_train_parser(sub)
+    p.description = (p.description or "") + " Also writes DIR/model.npz (the model file, README 'File formats')."
+    p.add_argument("--paths", type=int, default=2000, help="trajectories stored in DIR/model.npz (default 2000)")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from neural.cli import run_train
+
+    rc = run_train(args)
+    if rc == 0:
+        from .model.trained import write_trained_model_file
+
+        path = write_trained_model_file(args.out, args.problem, n_paths=args.paths, seed=args.seed,
+                                        overrides={"n": args.n, "nt": args.nt})
+        print(f"model file: {path}")
+    return rc
 
 
 def _add_wellposed(sub): from .wellposed import add_parser; add_parser(sub)  # noqa: E704
@@ -228,13 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_solve(sub)
     _add_train(sub)
     _add_verify(sub)
+    _add_compare(sub)
     _add_converge(sub)
     _add_demo(sub)
     _add_wellposed(sub)
     return parser
 
 
-_TORCH_COMMANDS = ("train", "verify", "demo", "wellposed")
+_TORCH_COMMANDS = ("train", "verify", "demo", "wellposed", "compare")
 
 
 def _set_torch_threads() -> None:
@@ -267,12 +343,13 @@ def main(argv=None) -> int:
     from pde.exact import NoClosedForm
 
     from .cases import UnknownCase
+    from .model import ModelFileError
 
     try:
         if args.command in _TORCH_COMMANDS:
             _set_torch_threads()
         return int(args.func(args) or 0)
-    except (CLIError, ProblemFileError, FileExistsError, UnknownCase, NoClosedForm) as exc:
+    except (CLIError, ProblemFileError, FileExistsError, UnknownCase, NoClosedForm, ModelFileError) as exc:
         print(f"mfglab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

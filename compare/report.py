@@ -331,14 +331,39 @@ def _clean(o):
 
 
 def _metrics_table(result: Mapping) -> str:
+    """Values per time, their max, and (with a truth-error estimate) the truth's own error beside each metric.
+
+    A value at or below the truth's error at that time is marked † ("not
+    resolved by this truth"); a value missing at some time is — and its
+    reason is listed under the table.
+    """
     times = result["times"]
-    header = ["metric"] + [f"t = {fmt(t)}" for t in times] + ["max"]
-    rows = []
+    terr = result.get("truth_error") or {}
+    est = terr.get("metrics", {})
+    unres = terr.get("unresolved", {})
+    header = ["metric"] + [f"t = {fmt(t)}" for t in times] + ["max"] + (["truth error (max)"] if terr else [])
+    rows, notes = [], []
     for name, m in result["metrics"].items():
         vals = m["values"]
         fin = [v for v in vals if v is not None]
-        rows.append([f"`{name}`"] + list(vals) + [max(fin) if fin else None])
-    return markdown_table(header, rows)
+        marks = {round(t, 9) for t in unres.get(name, [])}
+        cells = [fmt(v) + (" †" if round(t, 9) in marks else "") for t, v in zip(m["t"], vals)]
+        row = [f"`{name}`"] + cells + [max(fin) if fin else None]
+        if terr:
+            ev = [v for v in est.get(name, {}).get("values", []) if v is not None]
+            row.append(max(ev) if ev else "")
+        rows.append(row)
+        for t, why in (m.get("reasons") or {}).items():
+            notes.append(f"`{name}` at t = {t}: {why}")
+        for t, why in (m.get("notes") or {}).items():
+            notes.append(f"`{name}` at t = {t}: {why}")
+    out = markdown_table(header, rows)
+    if terr:
+        out += ("\n\nTruth error: " + terr.get("method", "") + ". † marks a model value at or below the truth's "
+                "error at that time: **not resolved by this truth**.")
+    if notes:
+        out += "\n\n" + "\n".join(f"- {n}" for n in notes)
+    return out
 
 
 def _summary_scalars(result: Mapping) -> str:
@@ -369,7 +394,7 @@ def write_report(out_dir, *, title: str, case=None, truth=None, model=None, metr
                  training=None, trajectories=None, extra_sections: Sequence[Section] | None = None,
                  force: bool = False, seed: int | None = None, problem=None, times=None,
                  notes: str | None = None, extra_provenance: Mapping | None = None,
-                 labels=("truth", "model")) -> Path:
+                 labels=("truth", "model"), animation: bool = False, extra_files: Mapping | None = None) -> Path:
     """Write a report folder atomically and return its path.
 
     Args:
@@ -389,6 +414,11 @@ def write_report(out_dir, *, title: str, case=None, truth=None, model=None, metr
         notes: markdown shown after the title.
         extra_provenance: further provenance entries.
         labels: names of the two solutions in figures.
+        animation: add ``animation.gif`` (truth vs model density and the
+            particles over time; also ``animation.mp4`` when ffmpeg is on the
+            PATH), shown in report.html.
+        extra_files: {file name: object with ``save(path)``} written into the
+            folder (e.g. the ``model.npz`` of verify).
     """
     out = Path(out_dir).resolve()
     if out.exists() and not force:
@@ -436,6 +466,21 @@ def write_report(out_dir, *, title: str, case=None, truth=None, model=None, metr
             (tmp / f.name).write_bytes(data)
             pngs[f.name] = data
 
+        anim_md = []
+        if animation and truth is not None:
+            from .animation import write_animation
+
+            files = write_animation(tmp, truth, model, trajectories, labels=labels)
+            for f in files:
+                anim_md.append(f"![animation: {labels[0]} vs {labels[1]} density and particles over time]({f})"
+                               if f.endswith(".gif") else f"MP4 version: [{f}]({f})")
+                if f.endswith(".gif"):
+                    pngs[f] = (tmp / f).read_bytes()
+        for fname, obj in (extra_files or {}).items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", fname):
+                raise ValueError(f"extra file name {fname!r}; expected a plain file name")
+            obj.save(tmp / fname)
+
         prov = provenance(seed, extra_provenance)
         case_md, case_d = _case_block(case)
         md = [f"# {title}", ""]
@@ -453,10 +498,12 @@ def write_report(out_dir, *, title: str, case=None, truth=None, model=None, metr
             if metrics.get("skipped"):
                 md += ["Not measured: " + "; ".join(f"`{k}` ({v})" for k, v in metrics["skipped"].items()), ""]
         std = [f for f in figs if not any(f in s.figures for s in (extra_sections or []))]
-        if std:
+        if std or anim_md:
             md += ["## Figures", ""]
             for f in std:
                 md += [f"![{f.caption or f.name}]({f.name})", ""]
+            for line in anim_md:
+                md += [line, ""]
         for sec in extra_sections or []:
             md += [f"## {sec.title}", ""]
             if sec.markdown:
@@ -473,7 +520,8 @@ def write_report(out_dir, *, title: str, case=None, truth=None, model=None, metr
         ]), ""]
         md_text = "\n".join(md)
         (tmp / "report.md").write_text(md_text, encoding="utf-8")
-        uris = {n: "data:image/png;base64," + base64.b64encode(b).decode("ascii") for n, b in pngs.items()}
+        uris = {n: f"data:image/{'gif' if n.endswith('.gif') else 'png'};base64," + base64.b64encode(b).decode("ascii")
+                for n, b in pngs.items()}
         body = markdown_to_html(md_text, uris)
         page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
                 f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")

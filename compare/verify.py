@@ -31,7 +31,9 @@ import pde
 from .cache import cached_solve
 from .cases import get_case
 from .metrics import evaluate, select_times
+from .model import model_file_from_solution
 from .report import write_report
+from .trutherror import attach_truth_error, truth_error_estimate
 
 __all__ = ["run_verify", "VerifyResult", "default_work_dir"]
 
@@ -58,7 +60,7 @@ def run_verify(case, out_dir, *, budget: int | None = None, seed: int = 0, devic
                work_dir=None, n_samples: int = 2000, times=None, progress: bool = True,
                train: Callable | None = None, evaluate_model: Callable | None = None,
                trajectories: Callable | None = None, solve: Callable = pde.solve,
-               model: str | None = None) -> VerifyResult:
+               model: str | None = None, animation: bool = True, truth_error: bool = True) -> VerifyResult:
     """Verify the case's neural model against its ground truth and write a report.
 
     Args:
@@ -77,6 +79,12 @@ def run_verify(case, out_dir, *, budget: int | None = None, seed: int = 0, devic
         train, evaluate_model, trajectories: neural hooks (see the module docstring).
         solve: the truth solver (``pde.solve``).
         model: the neural model (default: the case's).
+        animation: put the truth-vs-model animation in the report.
+        truth_error: estimate the truth's own error beside each metric (:mod:`compare.trutherror`).
+
+    The report folder also holds ``model.npz`` (:mod:`compare.model.file`): the model on the truth's
+    grid and its trajectories, so that ``mfglab compare CASE --model OUT/model.npz`` reproduces
+    these metrics exactly.
     """
     t0 = time.perf_counter()
     c = get_case(case)
@@ -112,8 +120,15 @@ def run_verify(case, out_dir, *, budget: int | None = None, seed: int = 0, devic
     x0 = problem.rho0.sample(int(n_samples), rng)
     paths = np.asarray(trajectories(result, x0, problem.nt))
     idx, tsel = select_times(truth.t, times)
-    samples = {float(t): paths[k] for k, t in zip(idx, tsel)} if paths.shape[0] == truth.t.size else None
-    res = evaluate(truth, sol, problem, times=tsel, samples=samples, seed=seed)
+    on_levels = paths.shape[0] == truth.t.size
+    samples = {float(t): paths[k] for k, t in zip(idx, tsel)} if on_levels else None
+    res = evaluate(truth, sol, problem, times=tsel, samples=samples, paths=(truth.t, paths) if on_levels else None,
+                   seed=seed)
+    if truth_error:
+        attach_truth_error(res, truth_error_estimate(c, problem, method, truth, tsel, work_dir=work, solve=solve))
+    mfile = model_file_from_solution(sol, paths if on_levels else None,
+                                     {"name": model_name, "source": f"mfglab verify {c.name}", "seed": seed,
+                                      "case": c.name, "steps": steps})
 
     losses = getattr(result, "losses", None)
     parts = getattr(result, "parts", None) or {}
@@ -126,7 +141,7 @@ def run_verify(case, out_dir, *, budget: int | None = None, seed: int = 0, devic
              + (f" — {summary()}" if callable(summary) else "") + ".")
     out_path = write_report(out, title=f"{c.name}: {model_name} vs {method} truth", case=c, truth=truth, model=sol,
                             metrics=res, training=training, trajectories=paths, force=force, seed=seed,
-                            problem=problem, notes=notes,
+                            problem=problem, notes=notes, animation=animation, extra_files={"model.npz": mfile},
                             extra_provenance={"truth_cache": str(cached.path) if cached.path else None,
                                               "checkpoint_dir": str(ckpt_dir), "device_requested": device})
     return VerifyResult(out_path, res, cached.hit, cached.path, time.perf_counter() - t0)

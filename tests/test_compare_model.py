@@ -138,7 +138,6 @@ def test_noising_velocity_is_negated_and_relabelled():
 
 def test_model_file_round_trip_and_same_grid_is_used_as_given(tmp_path):
     p, s = _otflow_1d(n=80, nt=8)
-    rng = np.random.default_rng(0)
     smp = np.stack([s.rho[0:1].T[:5, :1]] * s.t.size)  # any (K, N, 1)
     mf = ModelFile(s.t, {"name": "exact", "paired": True}, samples=smp, axes=s.axes, rho=s.rho, phi=s.phi)
     path = mf.save(tmp_path / "m.npz")
@@ -147,7 +146,6 @@ def test_model_file_round_trip_and_same_grid_is_used_as_given(tmp_path):
     D = derive(Model.from_file(path), s, p, [0.0, 1.0])
     np.testing.assert_array_equal(D.solution.rho, s.rho)
     assert D.paths is not None and "model file" in D.derivation["rho"]
-    del rng
 
 
 def test_model_file_on_its_own_grid_is_interpolated_at_second_order():

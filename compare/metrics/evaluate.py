@@ -293,6 +293,9 @@ def _kinetic_bound(ctx: Context) -> dict:
 def _nongradient(ctx: Context) -> dict:
     truth, model, problem = ctx.truth, ctx.model, ctx.problem
     out: dict = {}
+    if truth.dim == 1:
+        return {"nongradient_fraction": "in 1D every velocity on an interval with no-flux walls is a gradient "
+                                        "(the flux is fixed by the divergence): the fraction is 0"}
     if "velocity" not in model.extras:
         out["nongradient_fraction"] = ("the model's control is -∇φ/λ by construction (a gradient)"
                                        if not np.all(np.isnan(model.phi)) else "the model has no velocity")

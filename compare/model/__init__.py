@@ -10,6 +10,7 @@
 
 from .adapters import Model
 from .derive import Derived, derive
+from .export import model_file_from_solution
 from .file import FORMAT, ModelFile, ModelFileError
 
-__all__ = ["Model", "ModelFile", "ModelFileError", "FORMAT", "derive", "Derived"]
+__all__ = ["Model", "ModelFile", "ModelFileError", "FORMAT", "derive", "Derived", "model_file_from_solution"]
