@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from test_compare_verify import Hooks
 
 import pde
@@ -86,3 +88,18 @@ def test_report_animation_is_written_and_inlined(tmp_path):
     run_compare(Model(velocity=cf.velocity), tmp_path / "a", problem=p, truth=s, n_samples=30, steps=4)
     assert (tmp_path / "a" / "animation.gif").stat().st_size > 1000
     assert "data:image/gif;base64" in (tmp_path / "a" / "report.html").read_text()
+
+
+def test_mfglab_train_writes_a_model_file_that_compare_reads(tmp_path):
+    pytest.importorskip("torch")
+    run = tmp_path / "run"
+    assert main(["train", "examples/otflow_gaussian_1d.toml", "--model", "otflow", "--out", str(run), "--steps", "3",
+                 "--n", "40", "--nt", "4", "--quiet", "--paths", "50"]) == 0
+    from compare.model import ModelFile
+
+    mf = ModelFile.load(run / "model.npz")
+    assert mf.meta["paired"] and mf.samples.shape == (5, 50, 1) and mf.meta["velocity"] == "control"
+    sol = pde.MFGSolution.load(run / "solution.npz")
+    assert (mf.rho == sol.rho).all()
+    assert main(["compare", "otflow-gaussian-1d", "--model", str(run / "model.npz"), "--n", "40", "--nt", "4",
+                 "--truth", "exact", "--out", str(tmp_path / "c"), "--no-animation", "--no-truth-error"]) == 0

@@ -43,7 +43,7 @@ class Hooks:
 def test_run_verify_writes_the_report_and_reuses_the_truth(tmp_path):
     h = Hooks()
     kw = dict(budget=7, n=60, nt=8, n_samples=300, progress=False, times=[0.0, 0.5, 1.0], train=h.train, evaluate_model=h.evaluate,
-              trajectories=h.trajectories)
+              trajectories=h.trajectories, animation=False)
     r1 = run_verify("otflow-gaussian-1d", tmp_path / "rep", **kw)
     assert r1.truth_cached is False and r1.truth_path.exists()
     data = json.loads((r1.out_dir / "metrics.json").read_text())

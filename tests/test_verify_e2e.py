@@ -24,10 +24,11 @@ def _one_thread():
 
 
 def test_verify_with_a_real_model_on_a_tiny_budget(tmp_path):
-    res = run_verify("otflow-gaussian-1d", tmp_path / "rep", budget=10, n=80, nt=10, n_samples=200, progress=False)
+    res = run_verify("otflow-gaussian-1d", tmp_path / "rep", budget=10, n=80, nt=10, n_samples=200, progress=False,
+                     animation=False)
     data = json.loads((res.out_dir / "metrics.json").read_text())
     m = data["metrics"]["metrics"]
-    assert data["metrics"]["schema"] == "mfglab.metrics/1"
+    assert data["metrics"]["schema"] == "mfglab.metrics/2"
     assert data["metrics"]["times"][0] == 0.0 and data["metrics"]["times"][-1] == 1.0
     # the flow's density at t = 0 is ρ0 itself (exact log-determinant, no transport yet)
     assert m["l1"]["values"][0] < 1e-6
@@ -40,9 +41,14 @@ def test_verify_with_a_real_model_on_a_tiny_budget(tmp_path):
     assert "versions" in json.dumps(prov) and prov.get("seed") == 0
     # a re-run resumes: same checkpoint, no retraining, same numbers
     res2 = run_verify("otflow-gaussian-1d", tmp_path / "rep", budget=10, n=80, nt=10, n_samples=200,
-                      progress=False, force=True)
+                      progress=False, force=True, animation=False)
     assert res2.truth_cached
     assert res2.metrics["metrics"]["l1"]["values"] == res.metrics["metrics"]["l1"]["values"]
+    # the trained model's file, compared on its own, gives verify's numbers exactly
+    assert main(["compare", "otflow-gaussian-1d", "--model", str(res2.out_dir / "model.npz"), "--n", "80", "--nt", "10",
+                 "--out", str(tmp_path / "cmp"), "--work", str(tmp_path / "rep.work"), "--no-animation"]) == 0
+    again = json.loads((tmp_path / "cmp" / "metrics.json").read_text())["metrics"]
+    assert again["metrics"] == res2.metrics["metrics"] and again["summary"] == res2.metrics["summary"]
 
 
 def test_cli_verify_refuses_an_existing_folder_and_unknown_case(tmp_path, capsys):
