@@ -17,6 +17,12 @@ Errors per level (``floor`` is the relative density floor of
 The observed order is the least-squares slope of log(error) against log(h)
 over all levels (:func:`fit_order`); the table also gives the order between
 successive levels.
+
+The truth here is the closed form sampled on each grid; its own error is
+the mass it puts outside the box (``truth_error_l1``, the largest over the
+time levels, from ``meta.mass_outside_box``) for the density errors and 0
+for the potential errors. The table shows it beside the errors and marks
+an L1 error at or below it with † ("not resolved by this truth").
 """
 
 from __future__ import annotations
@@ -79,13 +85,21 @@ def convergence_table(rows: Sequence[Mapping], errors: Sequence[str] | None = No
     header = ["level", "n", "nt", "h", "Δt"]
     for e in errors:
         header += [e, "order"]
+    has_te = "truth_error_l1" in rows[0]
+    if has_te:
+        header.append("truth error (L1)")
     body = []
     for i, r in enumerate(rows):
         n = r["n"]
         line = [str(r["level"]), "×".join(map(str, n)) if isinstance(n, (list, tuple)) else str(n), str(r["nt"]),
                 r["h"], r["dt"]]
+        te = r.get("truth_error_l1") or 0.0
         for e in errors:
-            line += [r.get(e), fmt(orders[e][i], 3) if orders[e][i] is not None else ""]
+            v = r.get(e)
+            mark = " †" if e.startswith("rho_l1") and v is not None and te > 0 and v <= te else ""
+            line += [fmt(v) + mark, fmt(orders[e][i], 3) if orders[e][i] is not None else ""]
+        if has_te:
+            line.append(te)
         body.append(line)
     return markdown_table(header, body)
 
@@ -173,7 +187,9 @@ def run_convergence(case, method: str, levels: int, solve: Callable = pde.solve,
         l1 = [l1_distance(sol.rho[k], ref.rho[k], vol) for k in range(ref.t.size)]
         ph = [potential_error(sol.phi[k], ref.phi[k], ref.rho[k], floor)[0] for k in range(ref.t.size)]
         g = pk.grid()
+        mo = ref.meta.get("mass_outside_box")
         rows.append({"level": lev, "n": list(n), "nt": nt, "h": max(g.h), "dt": g.dt,
+                     "truth_error_l1": float(max(mo)) if mo else 0.0,
                      "rho_l1_T": l1[-1], "rho_l1_max": max(l1), "phi_T": ph[-1],
                      "phi_max": max(ph) if all(np.isfinite(ph)) else math.nan,
                      "iterations": sol.meta.get("iterations"), "wall_time_s": sol.meta.get("wall_time_s")})
@@ -198,7 +214,10 @@ def run_convergence(case, method: str, levels: int, solve: Callable = pde.solve,
         md = [table, "", "Fitted orders (least squares over all levels): " +
               ", ".join(f"`{e}` {fmt(o)}" for e, o in orders.items()), "",
               "Errors are against the closed form sampled on the same grid; the potential error is taken "
-              "modulo a constant and weighted by the exact density (docs/compare.md)."]
+              "modulo a constant and weighted by the exact density (docs/compare.md).", "",
+              "Truth error: the closed form's own error is the mass it puts outside the box (`truth error (L1)`, "
+              "the bound of the density errors it can resolve) and 0 for the potential errors; † marks an L1 error "
+              "at or below it: **not resolved by this truth**."]
         sec = Section("Convergence", "\n".join(md),
                       [FigureSpec("fig_convergence.png", fig, "Errors vs h on log-log axes (Δt halved with h)")],
                       data=data)

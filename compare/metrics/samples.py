@@ -10,19 +10,23 @@ import numpy as np
 __all__ = ["w2_samples", "energy_distance", "sample_density", "path_kinetic_energy", "path_straightness"]
 
 
+def _two_sets(X, Y) -> tuple[np.ndarray, np.ndarray]:
+    """Two sample sets as (N, d) and (M, d) float arrays of one dimension d."""
+    X = np.asarray(X, dtype=float)
+    Y = np.asarray(Y, dtype=float)
+    X = X[:, None] if X.ndim == 1 else X
+    Y = Y[:, None] if Y.ndim == 1 else Y
+    if X.shape[1] != Y.shape[1]:
+        raise ValueError(f"sample sets have dimensions {X.shape[1]} and {Y.shape[1]}; expected equal")
+    return X, Y
+
+
 def w2_samples(X: np.ndarray, Y: np.ndarray) -> float:
     """W₂ between the empirical measures of two sample sets (N, d), (M, d).
 
     1D: exact through sorting (equal sizes) — otherwise ``ot.emd2``.
     """
-    X = np.asarray(X, dtype=float)
-    Y = np.asarray(Y, dtype=float)
-    if X.ndim == 1:
-        X = X[:, None]
-    if Y.ndim == 1:
-        Y = Y[:, None]
-    if X.shape[1] != Y.shape[1]:
-        raise ValueError(f"sample sets have dimensions {X.shape[1]} and {Y.shape[1]}; expected equal")
+    X, Y = _two_sets(X, Y)
     if X.shape[1] == 1 and X.shape[0] == Y.shape[0]:
         return float(math.sqrt(np.mean((np.sort(X[:, 0]) - np.sort(Y[:, 0])) ** 2)))
     import ot
@@ -60,14 +64,7 @@ def energy_distance(X: np.ndarray, Y: np.ndarray, chunk: int = 2048) -> float:
     same law it is O(1/N), which is why a report shows it beside the same
     statistic between two truth sets (its floor). Cost O(NM) in blocks of ``chunk``.
     """
-    X = np.asarray(X, dtype=float)
-    Y = np.asarray(Y, dtype=float)
-    if X.ndim == 1:
-        X = X[:, None]
-    if Y.ndim == 1:
-        Y = Y[:, None]
-    if X.shape[1] != Y.shape[1]:
-        raise ValueError(f"sample sets have dimensions {X.shape[1]} and {Y.shape[1]}; expected equal")
+    X, Y = _two_sets(X, Y)
 
     def mean_dist(A, B):
         tot = 0.0

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from pde.io import atomic_path
+from pde.solution import _json_default  # the one JSON encoder of metadata (NumPy values, paths)
 
 __all__ = ["ModelFile", "ModelFileError", "FORMAT", "FIELDS", "TIME_CONVENTIONS"]
 
@@ -43,16 +44,6 @@ _KNOWN = {"t", "meta", "samples", "x", "y", *FIELDS}
 
 class ModelFileError(ValueError):
     """A model file that cannot be read or is malformed (the message names the path)."""
-
-
-def _json_default(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    return repr(o)
 
 
 @dataclass

@@ -1,0 +1,49 @@
+"""The truth's own error beside each metric: second route, coarser grid, marks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pde
+from compare import metrics as M
+from compare.cases import get_case
+from compare.trutherror import attach_truth_error, coarsen_solution, mark_unresolved, truth_error_estimate
+
+
+def test_second_route_estimate_is_the_fd_error_against_the_closed_form(tmp_path):
+    c = get_case("otflow-gaussian-1d")
+    p = c.problem(n=100, nt=10)
+    fd = pde.solve(p, "fd")
+    est = truth_error_estimate(c, p, "fd", fd, [0.0, 1.0], work_dir=tmp_path)
+    ex = pde.solve(p, "exact")
+    assert est["metrics"]["l1"]["values"][-1] == pytest.approx(M.l1_distance(fd.rho[-1], ex.rho[-1], fd.cell_volume))
+    assert "closed form" in est["method"]
+
+
+def test_coarser_grid_estimate_is_of_the_size_of_the_truth_error():
+    p = get_case("otflow-gaussian-1d").problem(n=200, nt=20)
+    fd = pde.solve(p, "fd")
+    est = truth_error_estimate(None, p, "fd", fd, [1.0])  # one route only: the halved grid
+    actual = M.l1_distance(fd.rho[-1], pde.solve(p, "exact").rho[-1], fd.cell_volume)
+    e = est["metrics"]["l1"]["values"][-1]
+    # first-order FD (measured order 0.9): e(2h) - e(h) ≈ e(h); the estimate is within a factor 2 of the error
+    assert 0.5 * actual < e < 2.0 * actual
+    assert "halved" in est["method"]
+
+
+def test_coarsen_solution_averages_cells_and_refuses_odd_grids():
+    p = get_case("otflow-gaussian-2d").problem(n=(12, 12), nt=4)
+    s = pde.solve(p, "exact")
+    c = coarsen_solution(s)
+    assert c.rho.shape == (3, 6, 6) and np.allclose(c.mass(), s.mass()[::2], rtol=1e-12)
+    assert coarsen_solution(pde.solve(p.with_grid(n=(13, 12)), "exact")) is None
+
+
+def test_marks_values_at_or_below_the_truth_error():
+    metrics = {"l1": {"t": [0.0, 1.0], "values": [1e-4, 0.05]}, "w2": {"t": [0.0, 1.0], "values": [None, 0.01]}}
+    terr = {"method": "x", "metrics": {"l1": {"t": [0.0, 1.0], "values": [1e-3, 1e-3]},
+                                       "w2": {"t": [0.0, 1.0], "values": [0.0, 0.02]}}}
+    assert mark_unresolved(metrics, terr) == {"l1": [0.0], "w2": [1.0]}
+    res = attach_truth_error({"metrics": metrics}, terr)
+    assert res["truth_error"]["unresolved"]["w2"] == [1.0]
