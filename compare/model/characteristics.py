@@ -30,16 +30,18 @@ __all__ = ["log_density_by_characteristics", "flow_paths", "GridField", "fd_dive
 
 
 def _rk4_step(f, x, L, t, h):
+    """One RK4 step of (x, L); ``h`` and ``t`` are floats or per-row arrays (M,)."""
+    hx = h[:, None] if np.ndim(h) else h
     k1x, k1l = f(x, t)
-    k2x, k2l = f(x + 0.5 * h * k1x, t + 0.5 * h)
-    k3x, k3l = f(x + 0.5 * h * k2x, t + 0.5 * h)
-    k4x, k4l = f(x + h * k3x, t + h)
-    return (x + h / 6.0 * (k1x + 2 * k2x + 2 * k3x + k4x),
+    k2x, k2l = f(x + 0.5 * hx * k1x, t + 0.5 * h)
+    k3x, k3l = f(x + 0.5 * hx * k2x, t + 0.5 * h)
+    k4x, k4l = f(x + hx * k3x, t + h)
+    return (x + hx / 6.0 * (k1x + 2 * k2x + 2 * k3x + k4x),
             L + h / 6.0 * (k1l + 2 * k2l + 2 * k3l + k4l))
 
 
 def log_density_by_characteristics(u: Callable, div_u: Callable, log_rho0: Callable, points: np.ndarray,
-                                   times, T: float, steps: int = 32) -> np.ndarray:
+                                   times, T: float, steps: int = 32, vector_time: bool = False) -> np.ndarray:
     """log ρ_t at ``points`` (M, d) for each time in ``times``, by RK4 back to t = 0.
 
     Args:
@@ -50,6 +52,9 @@ def log_density_by_characteristics(u: Callable, div_u: Callable, log_rho0: Calla
         times: the times (each in [0, T]).
         T: horizon; a time t uses ``max(1, ceil(steps·t/T))`` equal steps.
         steps: RK4 steps over [0, T].
+        vector_time: ``u`` and ``div_u`` accept per-row times (M,): all
+            times are then integrated in one batch, each with ``steps``
+            equal steps (a few large calls instead of many small ones).
 
     Returns:
         (len(times), M) log-densities (NaN where a path left the fields'
@@ -59,8 +64,23 @@ def log_density_by_characteristics(u: Callable, div_u: Callable, log_rho0: Calla
     out = np.empty((len(times), pts.shape[0]))
 
     def f(x, t):
-        return u(x, t), div_u(x, t)
+        dv = div_u(x, t)  # first: an adapter may keep the value it computed on the way (torch)
+        return u(x, t), dv
 
+    if vector_time:
+        tt = np.asarray(times, dtype=float)
+        pos = tt > 0
+        out[~pos] = log_rho0(pts)
+        if pos.any():
+            M = pts.shape[0]
+            trow = np.repeat(tt[pos], M)
+            h = -trow / steps
+            x, L = np.tile(pts, (int(pos.sum()), 1)), np.zeros(trow.size)
+            with np.errstate(invalid="ignore", over="ignore"):
+                for j in range(steps):
+                    x, L = _rk4_step(f, x, L, trow + j * h, h)
+                out[pos] = (log_rho0(x) + L).reshape(-1, M)
+        return out
     for k, t in enumerate(times):
         t = float(t)
         if t <= 0.0:
@@ -112,8 +132,13 @@ def fd_divergence(values: np.ndarray, axes) -> np.ndarray:
 class GridField:
     """A field sampled at times ``t`` (K,) on nodes ``axes`` as a callable ``f(x (M, d), t) -> (M, …)``.
 
-    Multilinear interpolation in (t, x[, y]); NaN outside the nodes' hull
-    (nothing is extrapolated). A single time level is constant in time.
+    Multilinear interpolation in (t, x[, y]). A point outside the nodes'
+    hull takes the value at the nearest point of the hull: a characteristic
+    traced back from a node near the wall may leave the box, where ρ₀ holds
+    less than the box's mass cut-off, and the model's grid is required to
+    cover the truth's nodes, so this never replaces a value inside the
+    truth's box. Times outside the file's range give NaN (nothing is
+    invented in time). A single time level is constant in time.
     """
 
     def __init__(self, t, axes, values):
@@ -129,6 +154,7 @@ class GridField:
 
     def __call__(self, x, t):
         x = np.asarray(x, dtype=float)
+        x = np.stack([np.clip(x[:, j], a[0], a[-1]) for j, a in enumerate(self.axes)], axis=1)
         if self.single:
             return self._f(x)
         tt = np.full((x.shape[0], 1), float(t))
