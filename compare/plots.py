@@ -201,7 +201,8 @@ def metrics_figure(result: Mapping, names: Sequence[str] | None = None, suptitle
     mets = result["metrics"]
     if names is None:
         names = [n for n in mets if n not in _NO_PLOT and n not in ("w2_sample_floor", "kinetic_energy_truth",
-                                                                     "hjb_residual_truth_l1")]
+                                                                     "hjb_residual_truth_l1", "energy_distance_floor",
+                                                                     "nongradient_fraction_truth")]
     ncol = min(3, max(1, len(names)))
     nrow = math.ceil(len(names) / ncol)
     # a fixed layout: the constrained-layout solver costs seconds per figure on a small CPU
@@ -211,7 +212,9 @@ def metrics_figure(result: Mapping, names: Sequence[str] | None = None, suptitle
                             gridspec_kw=dict(left=0.75 / W, right=1 - 0.15 / W, bottom=0.5 / H,
                                              top=1 - (0.35 + (0.3 if suptitle else 0.0)) / H, wspace=0.35, hspace=0.55))
     partner = {"w2_samples": ("w2_sample_floor", "noise floor"), "kinetic_energy_model": ("kinetic_energy_truth", "truth"),
-               "hjb_residual_l1": ("hjb_residual_truth_l1", "truth (discretisation)")}
+               "hjb_residual_l1": ("hjb_residual_truth_l1", "truth (discretisation)"),
+               "energy_distance": ("energy_distance_floor", "noise floor"),
+               "nongradient_fraction": ("nongradient_fraction_truth", "truth (discretisation)")}
     for ax, name in zip(axs.flat, names):
         m = mets[name]
         t = np.asarray(m["t"], float)

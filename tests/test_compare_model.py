@@ -283,3 +283,29 @@ def test_from_torch_score_model_matches_its_numpy_twin():
     assert np.all(np.isfinite(a))
     # vector-time RK4 takes 8 steps from every time, the scalar path ceil(8 t/T): both RK4, differences O(Δt⁴)
     assert np.abs(a - b).max() < 1e-5 * a.max()
+
+
+@pytest.mark.gpu
+def test_from_torch_runs_on_the_modules_cuda_device():
+    torch = pytest.importorskip("torch")
+    p, s = _otflow_1d(n=100, nt=10)
+    cf = pde.closed_form(p)
+    lin = torch.nn.Linear(1, 1, bias=True).double().cuda()
+    with torch.no_grad():  # the closed-form otflow velocity is affine in x at each t: v = a(t) x + c(t); use t = 0's
+        a = -cf.velocity(np.array([[1.0]]), 0.0)[0, 0] + cf.velocity(np.array([[0.0]]), 0.0)[0, 0]
+        lin.weight.fill_(-a)
+        lin.bias.fill_(float(cf.velocity(np.array([[0.0]]), 0.0)[0, 0]))
+
+    class V(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, x, t):
+            return self.lin(x)
+
+    m = Model.from_torch(V(), kind="velocity")
+    x = np.linspace(-2, 2, 9)[:, None]
+    np.testing.assert_allclose(m.divergence(x, 0.3), np.full(9, -a), atol=1e-12)
+    D = derive(m, s, p, [0.0, 1.0], steps=8, n_samples=100)
+    assert np.all(np.isfinite(D.solution.rho))
