@@ -30,10 +30,11 @@ def _l1_max(D, s):
 
 @pytest.mark.parametrize("dim", [1, 2])
 def test_truth_velocity_reproduces_truth_density_by_characteristics(dim):
+    # nt = 2: the levels 0, T/2, T, so that 2, 4, 8 steps over [0, T] are 1, 2, 4 steps per level interval
     if dim == 1:
-        p, s = _otflow_1d()
+        p, s = _otflow_1d(nt=2)
     else:
-        p = pde.otflow(pde.Gaussian([1.0, -0.5], [[0.5, 0.0], [0.0, 0.3]]), domain=[[-6, 6], [-6, 6]], n=(40, 40), nt=8)
+        p = pde.otflow(pde.Gaussian([1.0, -0.5], [[0.5, 0.0], [0.0, 0.3]]), domain=[[-6, 6], [-6, 6]], n=(40, 40), nt=2)
         s = pde.solve(p, "exact")
     cf = pde.closed_form(p)
     errs, steps = [], (2, 4, 8)
@@ -254,8 +255,8 @@ def test_from_torch_potential_gradient_and_laplacian():
 
 
 def test_from_torch_score_model_matches_its_numpy_twin():
-    # the same score network through from_torch (vector times, exact divergence, cached values) and as a plain
-    # NumPy callable (one time per call, central-difference divergence): the densities agree to the FD step error
+    # the same score network through from_torch (exact divergence, cached values) and as a plain NumPy callable
+    # (central-difference divergence, step 1e-4): the densities agree to the O(step²) difference error
     torch = pytest.importorskip("torch")
     p = pde.load_problem(f"{EX}/sgm_mixture_1d.toml", {"n": [80], "nt": 8})
     s = pde.solve(p, "exact")
@@ -281,8 +282,7 @@ def test_from_torch_score_model_matches_its_numpy_twin():
     a = derive(mt, s, p, [1.0], steps=8, n_samples=20).solution.rho
     b = derive(mn, s, p, [1.0], steps=8, n_samples=20).solution.rho
     assert np.all(np.isfinite(a))
-    # vector-time RK4 takes 8 steps from every time, the scalar path ceil(8 t/T): both RK4, differences O(Δt⁴)
-    assert np.abs(a - b).max() < 1e-5 * a.max()
+    assert np.abs(a - b).max() < 1e-6 * a.max()
 
 
 @pytest.mark.gpu

@@ -56,7 +56,6 @@ class Model:
         velocity_kind: ``"flow"`` or ``"control"``.
         divergence: exact divergence of the velocity (or of the score).
         potential_grad, potential_laplacian: exact ∇φ (M, d) and Δφ (M,) of the potential.
-        vector_time: the callables also accept per-point times (M,) (faster characteristics).
         paired: ``sample`` returns trajectories (the same particles at every time).
         eps: noising times are clipped to ≥ eps (a score is often singular at s = 0).
         fd_step: finite-difference step of the divergence when none is given.
@@ -70,8 +69,7 @@ class Model:
                  velocity_kind: str = "flow", divergence: Callable | None = None, paired: bool = False,
                  eps: float = 0.0, fd_step: float = 1e-4, name: str | None = None, source: str | None = None,
                  file: ModelFile | None = None, exact_divergence: bool | None = None,
-                 potential_grad: Callable | None = None, potential_laplacian: Callable | None = None,
-                 vector_time: bool = False):
+                 potential_grad: Callable | None = None, potential_laplacian: Callable | None = None):
         if time not in TIME_CONVENTIONS:
             raise ValueError(f"time={time!r}; expected one of {list(TIME_CONVENTIONS)}")
         if velocity_kind not in ("flow", "control"):
@@ -96,8 +94,6 @@ class Model:
         self.exact_divergence = bool(divergence is not None) if exact_divergence is None else bool(exact_divergence)
         # a potential's gradient (M, d) and Laplacian (M,), exact when given (from_torch), else differences
         self.potential_grad, self.potential_laplacian = potential_grad, potential_laplacian
-        # callables that accept per-point times t (M,) as well as a float (from_torch does)
-        self.vector_time = bool(vector_time)
         self.meta: dict = {}
 
     def given(self) -> list:
@@ -109,11 +105,8 @@ class Model:
 
     # -- conventions ---------------------------------------------------------
 
-    def own_time(self, t, T: float):
-        """The callables' time for the generative time ``t`` (a float, or an array for vector-time callables)."""
-        if np.ndim(t):
-            t = np.asarray(t, dtype=float)
-            return t if self.time == "generative" else np.maximum(T - t, self.eps)
+    def own_time(self, t: float, T: float) -> float:
+        """The callables' time for the generative time ``t``."""
         if self.time == "generative":
             return float(t)
         return max(float(T - t), self.eps)

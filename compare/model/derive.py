@@ -151,8 +151,6 @@ def derive(model: Model, truth: MFGSolution, problem: MFGProblem, times, *, step
     # -- the flow velocity u and its divergence -------------------------------
     u = du = None
     u_how = None
-    # the model's own callables may take per-point times; the file's grid fields take one time per call
-    vector_time = model.vector_time and model.file is None
     if vel is not None and vk == "flow":
         u, du, u_how = vel, vel_div, f"the model's velocity; divergence {vel_div_how}"
     elif vel is not None and vk == "control":
@@ -203,12 +201,11 @@ def derive(model: Model, truth: MFGSolution, problem: MFGProblem, times, *, step
         how["rho"] = "exp of the model's log_density at the truth's nodes"
     elif u is not None:
         logr = log_density_by_characteristics(u, du, lambda x: np.asarray(problem.rho0.logpdf(x), float), pts,
-                                              truth.t, T, steps, vector_time=vector_time)
+                                              truth.t, T, steps)
         with np.errstate(over="ignore"):
             rho = np.exp(logr).reshape(shape)
         how["rho"] = (f"backward characteristics of the flow velocity to t = 0, ρ_t(x) = ρ₀(X₀)·exp(−∫∇·u dt), "
-                      + (f"RK4 with {steps} steps from each time" if vector_time else
-                         f"RK4 with {steps} steps over [0, T]") + ", from the exact ρ₀"
+                      + f"RK4 with at least {steps} steps over [0, T] (on the truth's time levels), from the exact ρ₀"
                       + ("; grid fields outside their nodes take the nearest node's value" if model.file else ""))
     else:
         why["rho"] = ("no density, log-density or velocity: only sample metrics apply (for a reverse-SDE sampler "

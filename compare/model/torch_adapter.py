@@ -92,6 +92,6 @@ def torch_model(cls, module, kind: str, batch: int = 8192, **kw):
             return batched(lambda xb, tb: torch.diagonal(hess(xb, tb), dim1=-2, dim2=-1).sum(-1), x, t, ())
 
         return cls(potential=value, potential_grad=grad, potential_laplacian=lap, name=name,
-                   source=kw.pop("source", "torch module"), exact_divergence=True, vector_time=True, **kw)
+                   source=kw.pop("source", "torch module"), exact_divergence=True, **kw)
     return cls(**{kind: value}, divergence=divergence, name=name, source=kw.pop("source", "torch module"),
-               exact_divergence=True, vector_time=True, **kw)
+               exact_divergence=True, **kw)
