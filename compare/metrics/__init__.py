@@ -3,7 +3,7 @@
 Modules: ``divergences`` (L1, Hellinger, KL), ``wasserstein`` (grid W₂),
 ``samples`` (sample W₂, energy distance, path metrics), ``fields`` (potential,
 score, kinetic energy, HJB residual), ``helmholtz`` (the non-gradient fraction
-of a velocity) and ``evaluate`` (the table of per-metric functions).
+of a velocity) and ``evaluation`` (``evaluate``: the table of per-metric functions).
 
 Both solutions are :class:`pde.solution.MFGSolution` objects on one
 cell-centred grid (nodes ``x_i = lo + (i + ½)h``, integral ``h^d Σ_i``).
@@ -43,7 +43,7 @@ JSON schema that :func:`evaluate` returns):
 
 from ._common import DEFAULT_FLOOR, DEFAULT_KL_FLOOR, SCHEMA, select_times, series
 from .divergences import hellinger, kl_divergence, l1_distance
-from .evaluate import METRICS, evaluate
+from .evaluation import METRICS, evaluate
 from .fields import _hjb_summary, _score_of, gradient, hjb_residual, kinetic_energy, potential_error, score_error
 from .helmholtz import nongradient_fraction
 from .samples import energy_distance, path_kinetic_energy, path_straightness, sample_density, w2_samples
