@@ -82,6 +82,18 @@ def load_model(spec, problem: MFGProblem | None = None) -> Model:
     raise ValueError(f"--model {text}: expected a model file (.npz) or module.py:factory")
 
 
+def _sample_times_on_levels(m: Model, truth: MFGSolution, T: float) -> list:
+    """A samples-only model file is measured at its own times that are time levels of the truth."""
+    tg = T - m.file.t if m.file.time == "noising" else m.file.t
+    tol = 1e-9 * max(1.0, T)
+    on = sorted(float(truth.t[np.argmin(np.abs(truth.t - s))]) for s in tg if np.min(np.abs(truth.t - s)) <= tol)
+    if not on:
+        dt = float(truth.t[1] - truth.t[0]) if truth.t.size > 1 else T
+        raise ValueError(f"the model's sample times {sorted(map(float, tg))} are not time levels of the truth "
+                         f"(every {dt:.6g} in [0, {T:.6g}]); give samples at those levels or pass times")
+    return on
+
+
 def derivation_section(model: Model, derived, skipped: dict) -> Section:
     """The report section stating what the model gave and which metric came from what."""
     rows = [[k, v] for k, v in derived.derivation.items()]
@@ -153,6 +165,8 @@ def run_compare(model, out_dir=None, *, case=None, problem: MFGProblem | None = 
         method = truth.meta.get("method", "?")
         truth_note = f"`{method}` solution file on the grid {[a.size for a in truth.axes]} × nt = {truth.t.size - 1}"
     m = load_model(model, problem)
+    if times is None and m.file is not None and m.file.samples is not None and not m.file.fields():
+        times = _sample_times_on_levels(m, truth, float(problem.T))
     _, tsel = select_times(truth.t, times)
     der = derive(m, truth, problem, tsel, steps=steps, n_samples=n_samples, seed=seed)
     res = evaluate(truth, der.solution, problem, times=tsel, samples=der.samples, paths=der.paths, seed=seed)

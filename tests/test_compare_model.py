@@ -309,3 +309,20 @@ def test_from_torch_runs_on_the_modules_cuda_device():
     np.testing.assert_allclose(m.divergence(x, 0.3), np.full(9, -a), atol=1e-12)
     D = derive(m, s, p, [0.0, 1.0], steps=8, n_samples=100)
     assert np.all(np.isfinite(D.solution.rho))
+
+
+def test_samples_only_model_file_is_measured_at_its_own_times(tmp_path, rng):
+    from compare.comparison import run_compare
+
+    p, s = _otflow_1d(n=60, nt=10)
+    cf = pde.closed_form(p)
+    t = np.array([0.3, 0.7, 0.75])  # 0.75 is not a level of nt = 10
+    mf = ModelFile(t, {"name": "samples"}, samples=np.stack([cf.law(u).sample(200, rng) for u in t]))
+    r = run_compare(mf, None, problem=p, truth=s)
+    assert r.metrics["times"] == pytest.approx([0.3, 0.7])
+    assert "w2_samples" in r.metrics["metrics"] and "l1" in r.metrics["skipped"]
+    r = run_compare(mf, None, problem=p, truth=s, times=[0.0, 0.3])
+    ws = r.metrics["metrics"]["w2_samples"]
+    assert ws["values"][0] is None and "no samples at this time" in ws["reasons"]["0"]
+    with pytest.raises(ValueError, match="not time levels of the truth"):
+        run_compare(ModelFile(np.array([0.75]), {}, samples=np.zeros((1, 5, 1))), None, problem=p, truth=s)

@@ -139,6 +139,11 @@ def _sample_metrics(ctx: Context) -> dict:
     why: dict = {}
     n_used = []
     for k, tk, X in zip(ctx.idx, ctx.tsel, ctx.samples):
+        if X is None:
+            why[time_key(tk)] = "the model has no samples at this time"
+            for key in names:
+                res[key].append(None)
+            continue
         X = np.asarray(X, dtype=float).reshape(len(X), -1)
         if X.shape[1] != d:
             raise ValueError(f"samples at t={tk:.6g} have dimension {X.shape[1]}; expected {d}")
@@ -162,7 +167,7 @@ def _sample_metrics(ctx: Context) -> dict:
     if not n_used:
         return {k: "no finite model samples at any measured time: " + "; ".join(sorted(set(why.values())))
                 for k in names}
-    ctx.info["w2_samples"] = {"n": int(max(n_used)), "n_given": int(max(len(x) for x in ctx.samples)),
+    ctx.info["w2_samples"] = {"n": int(max(n_used)), "n_given": int(max(len(x) for x in ctx.samples if x is not None)),
                               "seed": int(ctx.seed),
                               "truth_sampler": "histogram of ρ_truth (cell by mass, uniform inside the cell)"}
     desc = {"w2_samples": "W2(model samples, truth samples of the same size)",
@@ -399,13 +404,18 @@ def _model_index(model: MFGSolution, tk: float) -> int:
 
 
 def _samples_at(samples, tsel, T: float, d: int) -> list:
+    """The model's samples at each measured time (None where a mapping has no entry at that time)."""
     if isinstance(samples, Mapping):
         out = []
         for tk in tsel:
-            key = min(samples, key=lambda s: abs(float(s) - tk))
-            if abs(float(key) - tk) > 1e-9 * max(1.0, T):
-                raise ValueError(f"samples have no entry at t={tk:.6g}; keys are {sorted(map(float, samples))}")
-            out.append(np.asarray(samples[key], dtype=float))
+            key = min(samples, key=lambda s: abs(float(s) - tk)) if samples else None
+            if key is None or abs(float(key) - tk) > 1e-9 * max(1.0, T):
+                out.append(None)
+            else:
+                out.append(np.asarray(samples[key], dtype=float))
+        if all(x is None for x in out):
+            raise ValueError(f"samples have no entry at any measured time {[float(t) for t in tsel]}; "
+                             f"their times are {sorted(map(float, samples))}")
         return out
     arr = np.asarray(samples, dtype=float)
     if arr.ndim != 3 or arr.shape[0] != len(tsel) or arr.shape[2] != d:
