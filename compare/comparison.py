@@ -169,6 +169,11 @@ def run_compare(model, out_dir=None, *, case=None, problem: MFGProblem | None = 
         times = _sample_times_on_levels(m, truth, float(problem.T))
     _, tsel = select_times(truth.t, times)
     der = derive(m, truth, problem, tsel, steps=steps, n_samples=n_samples, seed=seed)
+    if der.samples is not None:
+        off = [t for t in der.samples if np.min(np.abs(tsel - t)) > 1e-9 * max(1.0, problem.T)]
+        if off and not der.paths:
+            der.not_derived["samples_not_measured"] = (f"the model's samples at t = {sorted(off)} are not at a "
+                                                       f"measured time {[float(x) for x in tsel]}")
     res = evaluate(truth, der.solution, problem, times=tsel, samples=der.samples, paths=der.paths, seed=seed)
     if c is not None and truth_error and out is not None:
         from .trutherror import attach_truth_error, truth_error_estimate

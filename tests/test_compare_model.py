@@ -326,3 +326,25 @@ def test_samples_only_model_file_is_measured_at_its_own_times(tmp_path, rng):
     assert ws["values"][0] is None and "no samples at this time" in ws["reasons"]["0"]
     with pytest.raises(ValueError, match="not time levels of the truth"):
         run_compare(ModelFile(np.array([0.75]), {}, samples=np.zeros((1, 5, 1))), None, problem=p, truth=s)
+
+
+def test_a_torch_potential_gives_density_potential_and_hjb_residual():
+    torch = pytest.importorskip("torch")
+    p, s = _otflow_1d(n=100, nt=10)
+    cf = pde.closed_form(p)
+    A, B, C, lam, T = (float(cf.A[0]), float(cf.B[0]), float(cf.C[0]), p.lam, p.T)
+
+    class Phi(torch.nn.Module):  # the closed-form otflow potential (module docstring of pde.exact), Q = I in 1D
+        def forward(self, x, t):
+            z = x[:, 0]
+            r = 1.0 / (1.0 + A * (T - t) / lam)
+            return 1.0 + 0.5 * A * r * z**2 + B * r * z - B**2 * (T - t) * r / (2 * lam) + C
+
+    m = Model.from_torch(Phi(), kind="potential", dtype=torch.float64)  # no parameters: say the dtype
+    D = derive(m, s, p, [0.0, 0.5, 1.0], steps=16, n_samples=50)
+    assert "b − ∇φ/λ" in D.derivation["flow_velocity"] and "Laplacian exact" in D.derivation["flow_velocity"]
+    out = M.evaluate(s, D.solution, p, times=[0.0, 0.5, 1.0])
+    assert max(out["metrics"]["l1"]["values"]) < 1e-6
+    assert max(out["metrics"]["phi_l2"]["values"]) < 1e-12
+    np.testing.assert_allclose(out["metrics"]["hjb_residual_l1"]["values"],
+                               out["metrics"]["hjb_residual_truth_l1"]["values"], rtol=1e-9)

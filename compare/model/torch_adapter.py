@@ -22,8 +22,12 @@ def _device_dtype(module):
     return torch.device("cpu"), torch.get_default_dtype()
 
 
-def torch_model(cls, module, kind: str, batch: int = 8192, **kw):
-    """Build a :class:`compare.Model` from a torch module (see :meth:`compare.Model.from_torch`)."""
+def torch_model(cls, module, kind: str, batch: int = 8192, device=None, dtype=None, **kw):
+    """Build a :class:`compare.Model` from a torch module (see :meth:`compare.Model.from_torch`).
+
+    ``device``/``dtype`` default to those of the module's first parameter or
+    buffer (torch's default dtype on the CPU for a module without any).
+    """
     import torch
     from torch.func import jacfwd, vmap
 
@@ -31,7 +35,9 @@ def torch_model(cls, module, kind: str, batch: int = 8192, **kw):
         raise ValueError(f"kind={kind!r}; expected 'velocity', 'score' or 'potential'")
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"module must be a torch.nn.Module (got {type(module).__name__})")
-    device, dtype = _device_dtype(module)
+    dev0, dt0 = _device_dtype(module)
+    device = torch.device(device) if device is not None else dev0
+    dtype = dtype if dtype is not None else dt0
     module.eval()
 
     def single(x, t):
