@@ -44,7 +44,7 @@ def _add_solve(sub):
                        description="Solve a problem file with a ground-truth method and write the solution .npz "
                                    "(arrays t, x[, y], rho, phi, meta; see README 'File formats').")
     p.add_argument("problem", type=Path, help="problem file (TOML)")
-    p.add_argument("--method", default="fd", help="exact | fd | fe (default fd)")
+    p.add_argument("--method", default="fd", help="exact | fd | fe | ot (default fd)")
     p.add_argument("--n", type=int, nargs="+", help="nodes per dimension (overrides [grid] n)")
     p.add_argument("--nt", type=int, help="time steps (overrides [grid] nt)")
     p.add_argument("--solver", default=None, help="fd: newton | fixed-point")

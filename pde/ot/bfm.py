@@ -179,7 +179,15 @@ def jko_step(mu: np.ndarray, axes: tuple, log_gamma: np.ndarray, tau: float, *, 
         phi = np.array(phi0, dtype=float)
         if phi.shape != shape:
             raise ValueError(f"jko_step: phi0 has shape {phi.shape}; expected {shape}")
-    phi, n2, marg, stalled = polish(mu, phi, axes, lg_fn, tau, pre, tol, max_iter, history, progress)
+    start = phi
+    phi, n2, marg, stalled = polish(mu, start, axes, lg_fn, tau, pre, tol, max_iter, history, progress)
+    if marg > tol and marg > accept_tol / 3:
+        # the λ_min-weighted variant from the same start (pde.ot.monge_ampere); keep the better
+        phi_w, n_w, marg_w, stalled_w = polish(mu, start, axes, lg_fn, tau, pre, tol, max_iter, history, progress,
+                                               weighted=True)
+        n2 += n_w
+        if marg_w < marg:
+            phi, marg, stalled = phi_w, marg_w, stalled_w
     converged = marg <= max(tol, accept_tol if stalled else tol)
     psi = c_transform(phi, axes, refine=True)
     rho = _rho_star(psi, lg, tau, vol)

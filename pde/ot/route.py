@@ -82,6 +82,16 @@ def _levels(shape: tuple) -> list:
     return out[::-1]
 
 
+def _restrict(u: np.ndarray, shape: tuple) -> np.ndarray:
+    """Cell averages of a grid density on a grid coarser by a power of 2 (mass preserved)."""
+    while u.shape != tuple(shape):
+        if u.ndim == 1:
+            u = 0.5 * (u[0::2] + u[1::2])
+        else:
+            u = 0.25 * (u[0::2, 0::2] + u[1::2, 0::2] + u[0::2, 1::2] + u[1::2, 1::2])
+    return u
+
+
 def _law_fns(law, dim):
     def pdf(P):
         return np.asarray(law.pdf(np.moveaxis(P, 0, -1)), dtype=float)
@@ -105,8 +115,8 @@ def _solve_step(problem, shape, mu_law, mu_grid, ref, tau, tol, accept_tol, max_
     for k, lvl in enumerate(todo):
         g = problem.grid(n=lvl, nt=1)
         pts = g.points()
-        if mu_grid is not None and lvl == shape:
-            mu = mu_grid
+        if mu_grid is not None:
+            mu = _restrict(mu_grid, lvl)
         else:
             mu = np.asarray(mu_law.pdf(pts), dtype=float)
             mu = mu / g.integrate(mu)
