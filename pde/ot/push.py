@@ -94,27 +94,24 @@ def push_jacobian(density, psi: np.ndarray, axes: tuple, h: tuple, grad=None) ->
 # ---------------------------------------------------------------------------
 
 
-def _cic_impl(pos, mass, lo, h, out):
-    """Deposit particles (N, d) with masses (N,) bilinearly on cell centres (out: (n0[, n1]) masses)."""
-    N, d = pos.shape
-    if d == 1:
-        n0 = out.shape[0]
-        for p in range(N):
-            s = (pos[p, 0] - lo[0]) / h[0] - 0.5
-            if s <= 0.0:
-                out[0] += mass[p]
-                continue
-            if s >= n0 - 1:
-                out[n0 - 1] += mass[p]
-                continue
-            i = int(s)
-            w = s - i
-            out[i] += (1.0 - w) * mass[p]
-            out[i + 1] += w * mass[p]
-        return out
+def _cic1_impl(pos, mass, lo, h, out):
+    """Deposit particles (N, 1) with masses (N,) linearly on the cell centres (out: (n0,) masses)."""
+    n0 = out.shape[0]
+    for p in range(pos.shape[0]):
+        s = (pos[p, 0] - lo[0]) / h[0] - 0.5
+        s = min(max(s, 0.0), n0 - 1.0)
+        i = min(int(s), n0 - 2)
+        w = s - i
+        out[i] += (1.0 - w) * mass[p]
+        out[i + 1] += w * mass[p]
+    return out
+
+
+def _cic2_impl(pos, mass, lo, h, out):
+    """Deposit particles (N, 2) with masses (N,) bilinearly on the cell centres (out: (n0, n1) masses)."""
     n0 = out.shape[0]
     n1 = out.shape[1]
-    for p in range(N):
+    for p in range(pos.shape[0]):
         s0 = (pos[p, 0] - lo[0]) / h[0] - 0.5
         s1 = (pos[p, 1] - lo[1]) / h[1] - 0.5
         s0 = min(max(s0, 0.0), n0 - 1.0)
@@ -131,19 +128,19 @@ def _cic_impl(pos, mass, lo, h, out):
     return out
 
 
-_CIC = None
+_CIC: dict = {}
 
 
 def cic_deposit(pos: np.ndarray, mass: np.ndarray, lo, h, shape) -> np.ndarray:
     """Masses deposited on the cell centres (Numba kernel), shape ``shape``."""
-    global _CIC
-    if _CIC is None:
+    d = len(shape)
+    if d not in _CIC:
         from ..fd._jit import fd_jit
 
-        _CIC = fd_jit(parallel=False)(_cic_impl)
+        _CIC[d] = fd_jit(parallel=False)(_cic1_impl if d == 1 else _cic2_impl)
     out = np.zeros(tuple(shape))
-    return _CIC(np.ascontiguousarray(pos, dtype=float), np.ascontiguousarray(mass, dtype=float),
-                np.asarray(lo, dtype=float), np.asarray(h, dtype=float), out)
+    return _CIC[d](np.ascontiguousarray(pos, dtype=float), np.ascontiguousarray(mass, dtype=float),
+                   np.asarray(lo, dtype=float), np.asarray(h, dtype=float), out)
 
 
 def cic_deposit_np(pos: np.ndarray, mass: np.ndarray, lo, h, shape) -> np.ndarray:

@@ -41,7 +41,7 @@ COVERED = ("otflow", "wgf")
 #: where the families it does not cover can go
 OTHER_ROUTES = {"sgm": ("exact", "fd", "fe"), "lq": ("exact", "fd", "fe"), "custom": ("fd", "fe")}
 #: coarsest grid of the warm-start hierarchy
-MIN_LEVEL_N = 32
+MIN_LEVEL_N = 64
 #: the support on which the optimality residual is measured: ρ_T ≥ SUPPORT·max ρ_T
 SUPPORT = 1e-4
 
