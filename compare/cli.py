@@ -138,7 +138,7 @@ def _add_verify(sub):
     p.add_argument("--budget", type=int, default=None, help="training steps (default: the case's)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--truth", default=None, help="truth route: exact | fd | fe (default: the case's first)")
+    p.add_argument("--truth", default=None, help="truth route: exact | fd | fe | ot (default: the case's first)")
     p.add_argument("--out", type=Path, default=None, help="report folder (default out/verify-CASE)")
     p.add_argument("--work", type=Path, default=None,
                    help="truth cache and training checkpoints (default: OUT.work beside the report)")

@@ -142,7 +142,7 @@ class Displacement:
 
 def displacement(mu: np.ndarray, phi: np.ndarray, axes: tuple, s: float, *, mu_fn=None, push: str = "jacobian",
                  cic_particles: int = 3, disp: Displacement | None = None):
-    """ρ_s on the grid (mass 1) and diagnostics {mass_before_normalisation, newton_residual}.
+    """ρ_s on the grid (mass 1) and diagnostics {mass_before_normalisation, unresolved_nodes}.
 
     Args:
         mu: (*shape) initial density on the grid.
@@ -162,7 +162,7 @@ def displacement(mu: np.ndarray, phi: np.ndarray, axes: tuple, s: float, *, mu_f
         return mu / (vol * mu.sum()), {"mass_before_normalisation": vol * float(mu.sum()), "unresolved_nodes": 0}
     if push == "cic":
         rho = push_cic(mu, s * phi, axes, h, k=cic_particles)
-        info = {"newton_residual": 0.0}
+        info = {"unresolved_nodes": 0}
     else:
         d = disp if disp is not None else Displacement(phi, axes)
         x, det, ok = d.preimage(s)
