@@ -32,10 +32,12 @@ Step sizes adapt as in the paper: the ratio r of the actual dual increase to
 the predicted one σ⟨g, (θ − Δ)⁻¹g⟩ scales σ by 1/β (r > 3/4) or β (r < 1/4),
 β = 0.95, and a step that lowers the dual is undone with σ halved.
 
-Certificates (:class:`JKOResult`): the dual value, the primal value of
-ρ̂ = T#μ (an upper bound: τ·KL(ρ̂‖γ) + ½∫|x − T(x)|²dμ) and their gap, the
-marginal error ‖ρ*(ψ) − T#μ‖₁, and the first-order optimality residual
-max |log(ρ_T/γ) + ψ/τ − mean| on the support.
+With grid c-transforms this ascent stalls at the level of the transform's
+sawtooth (docs/ot.md), so :func:`jko_step` uses it only on request
+(``bfm_iter``) and solves the step by the second-order polish of
+:mod:`pde.ot.monge_ampere` (the φ-step's fixed point with a rescaled
+gradient). :class:`JKOResult` carries the dual value and the marginal error;
+the route adds the primal value, the gap and the optimality residual.
 """
 
 from __future__ import annotations
