@@ -107,7 +107,6 @@ def _law_fns(law, dim):
 def _solve_step(problem, shape, mu_law, mu_grid, ref, tau, tol, accept_tol, max_iter, warm, progress, history,
                 bfm_iter=0):
     """One JKO step on ``shape`` with the warm-start hierarchy (or a given warm φ). Returns (result, levels)."""
-    grid = problem.grid(n=shape, nt=1)
     _, lg_fn = _law_fns(ref, problem.dim)
     levels = []
     phi0 = warm
@@ -133,7 +132,6 @@ def _solve_step(problem, shape, mu_law, mu_grid, ref, tau, tol, accept_tol, max_
                        "marginal_l1": res.certificates["marginal_l1"], "wall_s": time.perf_counter() - t0})
         history.extend(h["marginal_l1"] for h in res.history if "marginal_l1" in h)
         phi0, axes_prev = res.phi, g.axes
-    assert grid.shape == tuple(shape)
     return res, levels
 
 
@@ -145,7 +143,7 @@ def _step_certificates(mu, res, axes, lg, tau, rho_T):
     vol = float(np.prod(h))
     g = gradient(res.phi, h)
     transport = 0.5 * vol * float(np.sum(mu * (g * g).sum(0))) / tau  # W₂²/(2τ) of the map
-    pos = rho_T > 0
+    pos = rho_T > 0  # ρ_T: the push T#μ
     kl = vol * float(np.sum(np.where(pos, rho_T * (np.log(np.where(pos, rho_T, 1.0)) - lg), 0.0)))
     primal = kl + transport
     dual = res.certificates["dual"]
@@ -158,6 +156,15 @@ def _step_certificates(mu, res, axes, lg, tau, rho_T):
             "optimality_residual": float(np.abs(dev - dev.mean()).max()) if dev.size else math.nan,
             "transport_cost": transport, "kl": kl, "iterations": res.iterations,
             "bfm_iterations": res.certificates["bfm_iterations"], "polish_iterations": res.certificates["polish_iterations"]}
+
+
+def solution_meta(problem, grid, rho, push, tol, accept_tol, mass_def, unresolved, history, fields: dict) -> dict:
+    """The ``meta`` of an ot solution: the fields every ot solution has, then ``fields``."""
+    mass = grid.integrate(rho)
+    return {"method": "ot", "problem": problem.describe(), "grid": grid.to_dict(), "residual_history": history,
+            "tol": tol, "accept_tol": accept_tol, "mass_error": float(np.max(np.abs(mass - 1.0))),
+            "push_mass_defect": mass_def, "unresolved_nodes": unresolved, "min_rho": float(rho.min()),
+            "push": push, "versions": package_versions(), **fields}
 
 
 def _check(problem: MFGProblem, push: str, tol, max_iter):
@@ -257,26 +264,13 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float = 1e-6, max_iter: 
     t_phi = time.perf_counter() - t1
     cert = _step_certificates(mu, res, grid.axes, lg, tau, push_T)
     wall = time.perf_counter() - wall0
-    mass = grid.integrate(rho)
-    meta = {
-        "method": "ot",
-        "scheme": "JKO step by back-and-forth ascent + second-order Monge-Ampere polish; displacement "
-                  f"interpolation ({push}); Hopf-Lax potentials",
-        "problem": problem.describe(),
-        "grid": grid.to_dict(),
+    meta = solution_meta(problem, grid, rho, push, tol, accept_tol, mass_def, unresolved, history, {
+        "scheme": "JKO step by the second-order Monge-Ampere polish of its dual (back-and-forth ascent on "
+                  f"request); displacement interpolation ({push}); Hopf-Lax potentials",
         "tau": tau,
         "iterations": cert["iterations"],
-        "residual_history": history,
-        "tol": tol,
-        "accept_tol": accept_tol,
         "certificates": cert,
         "levels": levels,
-        "mass_error": float(np.max(np.abs(mass - 1.0))),
-        "push_mass_defect": mass_def,
-        "unresolved_nodes": unresolved,
-        "min_rho": float(rho.min()),
-        "push": push,
         "timings": {"solve_s": t_solve, "rho_levels_s": t_rho, "phi_levels_s": t_phi, "wall_s": wall},
-        "versions": package_versions(),
-    }
+    })
     return MFGSolution(grid.t, grid.axes, rho, phi, meta=meta, extras={"rho_push_T": push_T}, status="converged")

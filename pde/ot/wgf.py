@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from ..solution import MFGSolution, package_versions
+from ..solution import MFGSolution
 from .interpolate import Displacement, displacement
 from .push import Interpolant
 
@@ -28,7 +28,7 @@ __all__ = ["solve_wgf_chain"]
 
 
 def solve_wgf_chain(problem, grid, tol, accept_tol, max_iter, push, progress, wall0, bfm_iter=0) -> MFGSolution:
-    from .route import OTInputError, _law_fns, _solve_step, _step_certificates
+    from .route import OTInputError, _law_fns, _solve_step, _step_certificates, solution_meta
 
     tau = float(problem.params.get("tau", problem.T / 10))
     ratio = problem.T / tau
@@ -78,31 +78,18 @@ def solve_wgf_chain(problem, grid, tol, accept_tol, max_iter, push, progress, wa
         mass_def = max(mass_def, abs(info["mass_before_normalisation"] - 1.0))
     phi = np.log(np.maximum(rho, 1e-300)) - lg
     t_rho = time.perf_counter() - t1
-    mass = grid.integrate(rho)
     wall = time.perf_counter() - wall0
-    meta = {
-        "method": "ot",
+    meta = solution_meta(problem, grid, rho, push, tol, accept_tol, mass_def, unresolved, history, {
         "scheme": f"JKO chain of {J} steps (tau = {tau:g}), each by the ot route's JKO step; displacement "
                   f"interpolation ({push}) inside a step; phi = log(rho/pi)",
         "wgf_route": "JKO chain (O(tau) approximation of the gradient flow)",
-        "problem": problem.describe(),
-        "grid": grid.to_dict(),
         "jko_tau": tau,
         "jko_steps": J,
         "iterations": int(sum(c["iterations"] for c in certs)),
-        "residual_history": history,
-        "tol": tol,
-        "accept_tol": accept_tol,
         "certificates": {"steps": certs, "max_marginal_l1": max(c["marginal_l1"] for c in certs),
                          "max_relative_gap": max(abs(c["relative_gap"]) for c in certs)},
         "levels": levels_all,
-        "mass_error": float(np.max(np.abs(mass - 1.0))),
-        "push_mass_defect": mass_def,
-        "unresolved_nodes": unresolved,
-        "min_rho": float(rho.min()),
-        "push": push,
         "timings": {"solve_s": t_solve, "step_s": t_steps, "rho_levels_s": t_rho, "wall_s": wall},
-        "versions": package_versions(),
-    }
+    })
     extras = {"jko_t": np.arange(J + 1) * tau, "jko_rho": np.stack(chain)}
     return MFGSolution(grid.t, grid.axes, rho, phi, meta=meta, extras=extras, status="converged")
