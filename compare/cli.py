@@ -3,7 +3,7 @@
 Subcommands (``mfglab SUBCOMMAND --help`` for options):
 
 - ``cases``      list the named verification cases
-- ``solve``      ground truth of a problem file (exact | fd | fe) → solution .npz
+- ``solve``      ground truth of a problem file (exact | fd | fe | ot) → solution .npz
 - ``train``      train a neural flow on a problem file → checkpoint + solution .npz
 - ``verify``     truth vs neural model on a named case → report folder
 - ``converge``   refinement study of a solver on a case → report folder
