@@ -88,7 +88,7 @@ class Displacement:
         Z = z.reshape(d, -1)
         R = self._residual(X, s, Z)
         NR = np.sqrt((R * R).sum(0))
-        stop = 1e-13 * max(self.h)
+        stop = 1e-10 * max(self.h)
         live = np.ones(NR.shape, dtype=bool)  # nodes still converging (frozen when Newton stops contracting)
         for _ in range(self.newton_iter):
             act = np.flatnonzero((NR > stop) & live)
@@ -102,20 +102,24 @@ class Displacement:
             else:
                 a, b, c = J
                 dx = np.stack([(b * ra[0] - c * ra[1]) / det, (a * ra[1] - c * ra[0]) / det])
-            lam = np.ones_like(na)
             lo, hi = self.lo.reshape(d, 1), self.hi.reshape(d, 1)
-            for _ in range(4):
-                xt = np.clip(xa - lam * dx, lo, hi)
-                rt = self._residual(xt, s, za)
-                nt = np.sqrt((rt * rt).sum(0))
-                ok = nt < na
-                if ok.all():
+            xt = np.clip(xa - dx, lo, hi)
+            rt = self._residual(xt, s, za)
+            nt = np.sqrt((rt * rt).sum(0))
+            lam = 1.0
+            for _ in range(3):  # halve the step where the residual did not fall (only those nodes)
+                bad = np.flatnonzero(nt >= na)
+                if bad.size == 0:
                     break
-                lam = np.where(ok, lam, 0.5 * lam)
+                lam *= 0.5
+                xb = np.clip(xa[:, bad] - lam * dx[:, bad], lo, hi)
+                rb = self._residual(xb, s, za[:, bad])
+                xt[:, bad], rt[:, bad], nt[bad] = xb, rb, np.sqrt((rb * rb).sum(0))
             take = nt < na
             if not take.any():
                 break
             live[act[~take]] = False
+            live[act[nt > 0.9 * na]] = False  # not contracting: walls and tails where φ is not convex
             X[:, act[take]] = xt[:, take]
             R[:, act[take]] = rt[:, take]
             NR[act[take]] = nt[take]
