@@ -104,14 +104,18 @@ def _law_fns(law, dim):
     return pdf, logpdf
 
 
-def _solve_step(problem, shape, mu_law, mu_grid, ref, tau, tol, accept_tol, max_iter, warm, progress, history,
+def _solve_step(problem, shape, mu_law, mu_grid, ref, tau, tol, accept_tol, max_iter, progress, history,
                 bfm_iter=0):
-    """One JKO step on ``shape`` with the warm-start hierarchy (or a given warm φ). Returns (result, levels)."""
+    """One JKO step on ``shape`` by the warm-start hierarchy. Returns (result, levels).
+
+    μ is ``mu_law`` sampled on each level, or the grid density ``mu_grid`` (on ``shape``) restricted
+    to it. Only the finest level raises when it does not converge: a coarse level only starts the next.
+    """
     _, lg_fn = _law_fns(ref, problem.dim)
     levels = []
-    phi0 = warm
+    phi0 = None
     axes_prev = None
-    todo = [shape] if warm is not None else _levels(shape)
+    todo = _levels(shape)
     res = None
     for k, lvl in enumerate(todo):
         g = problem.grid(n=lvl, nt=1)
@@ -125,8 +129,9 @@ def _solve_step(problem, shape, mu_law, mu_grid, ref, tau, tol, accept_tol, max_
         if phi0 is not None and axes_prev is not None:
             phi0 = prolong(phi0, axes_prev, g.axes)
         t0 = time.perf_counter()
-        res = jko_step(mu, g.axes, lg, tau, log_gamma_fn=lg_fn, phi0=phi0, tol=tol, accept_tol=accept_tol, max_iter=max_iter,
-                       progress=progress, bfm_iter=bfm_iter if k == 0 else 0)
+        res = jko_step(mu, g.axes, lg, tau, log_gamma_fn=lg_fn, phi0=phi0, tol=tol, accept_tol=accept_tol,
+                       max_iter=max_iter, progress=progress, bfm_iter=bfm_iter if k == 0 else 0,
+                       raise_on_fail=k == len(todo) - 1)
         levels.append({"n": list(lvl), "bfm_iterations": res.certificates["bfm_iterations"],
                        "polish_iterations": res.certificates["polish_iterations"],
                        "marginal_l1": res.certificates["marginal_l1"], "wall_s": time.perf_counter() - t0})
@@ -237,9 +242,8 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float = 1e-6, max_iter: 
     tau = problem.T / problem.lam
     ref = problem.reference
     history: list = []
-    res, levels = _solve_step(problem, shape, problem.rho0, None, ref, tau, tol, accept_tol, max_iter, None, progress,
-                              history,
-                              bfm_iter)
+    res, levels = _solve_step(problem, shape, problem.rho0, None, ref, tau, tol, accept_tol, max_iter, progress,
+                              history, bfm_iter)
     t_solve = time.perf_counter() - wall0
     pts = grid.points()
     mu = np.asarray(problem.rho0.pdf(pts), dtype=float)

@@ -48,7 +48,7 @@ def solve_wgf_chain(problem, grid, tol, accept_tol, max_iter, push, progress, wa
     for j in range(J):
         t0 = time.perf_counter()
         res, levels = _solve_step(problem, shape, problem.rho0, chain[-1] if j else None, ref, tau, tol, accept_tol,
-                                  max_iter, None, progress, history, bfm_iter if j == 0 else 0)
+                                  max_iter, progress, history, bfm_iter if j == 0 else 0)
         phis.append(res.phi)
         certs.append(_step_certificates(chain[-1], res, grid.axes, lg, tau, res.rho))
         levels_all.append(levels)
