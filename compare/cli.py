@@ -3,7 +3,7 @@
 Subcommands (``mfglab SUBCOMMAND --help`` for options):
 
 - ``cases``      list the named verification cases
-- ``solve``      ground truth of a problem file (exact | fd | fe) → solution .npz
+- ``solve``      ground truth of a problem file (exact | fd | fe | ot) → solution .npz
 - ``train``      train a neural flow on a problem file → checkpoint + solution .npz
 - ``verify``     truth vs neural model on a named case → report folder
 - ``compare``    truth vs any model (model file or module.py:factory) → report folder
@@ -45,7 +45,7 @@ def _add_solve(sub):
                        description="Solve a problem file with a ground-truth method and write the solution .npz "
                                    "(arrays t, x[, y], rho, phi, meta; see README 'File formats').")
     p.add_argument("problem", type=Path, help="problem file (TOML)")
-    p.add_argument("--method", default="fd", help="exact | fd | fe (default fd)")
+    p.add_argument("--method", default="fd", help="exact | fd | fe | ot (default fd)")
     p.add_argument("--n", type=int, nargs="+", help="nodes per dimension (overrides [grid] n)")
     p.add_argument("--nt", type=int, help="time steps (overrides [grid] nt)")
     p.add_argument("--solver", default=None, help="fd: newton | fixed-point")
@@ -139,7 +139,7 @@ def _add_verify(sub):
     p.add_argument("--budget", type=int, default=None, help="training steps (default: the case's)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--truth", default=None, help="truth route: exact | fd | fe (default: the case's first)")
+    p.add_argument("--truth", default=None, help="truth route: exact | fd | fe | ot (default: the case's first)")
     p.add_argument("--out", type=Path, default=None, help="report folder (default out/verify-CASE)")
     p.add_argument("--work", type=Path, default=None,
                    help="truth cache and training checkpoints (default: OUT.work beside the report)")

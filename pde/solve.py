@@ -20,6 +20,7 @@ METHODS: dict[str, str] = {
     "exact": "pde.exact:solve_exact",
     "fd": "pde.fd:solve_fd",
     "fe": "pde.fe:solve_fe",
+    "ot": "pde.ot:solve_ot",
 }
 
 
