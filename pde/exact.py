@@ -468,14 +468,19 @@ class mccann_gaussian:
 
 
 class GaussianBridge(ClosedForm):
-    """The Gaussian bridge flow shared by both bridges (see the block comment above)."""
+    """The Gaussian bridge flow of a map A from N(m0, S0) at t = 0 (see the block comment above).
 
-    def __init__(self, problem: MFGProblem, A: np.ndarray):
+    With A from :func:`schrodinger_bridge_map` it is the bridge to N(m1, S1);
+    the FD planning route also uses it, for moment-matched Gaussians, as its
+    starting point.
+    """
+
+    def __init__(self, m0, S0, m1, S1, T: float, nu: float, lam: float, A: np.ndarray, problem=None):
         self.problem = problem
-        self.m0, self.S0 = _single_gaussian(problem.rho0, "rho0")
-        self.m1, self.S1 = _single_gaussian(problem.target, "rho1 (the target)")
-        self.T, self.nu, self.lam = problem.T, problem.nu, problem.lam
-        self.d = problem.dim
+        self.m0, self.m1 = np.atleast_1d(np.asarray(m0, float)), np.atleast_1d(np.asarray(m1, float))
+        self.S0, self.S1 = np.atleast_2d(np.asarray(S0, float)), np.atleast_2d(np.asarray(S1, float))
+        self.T, self.nu, self.lam = float(T), float(nu), float(lam)
+        self.d = self.m0.size
         self.A = A
         self.a, self.Q = np.linalg.eigh(A)
         if np.any(self.a <= 0):
@@ -543,7 +548,7 @@ class BenamouBrenierGaussian(GaussianBridge):
         m0, S0 = _single_gaussian(problem.rho0, "rho0")
         m1, S1 = _single_gaussian(problem.target, "rho1 (the target)")
         A = np.eye(m0.size) if np.array_equal(S0, S1) else mccann_gaussian(m0, S0, m1, S1).M
-        super().__init__(problem, 0.5 * (A + A.T))
+        super().__init__(m0, S0, m1, S1, problem.T, 0.0, problem.lam, 0.5 * (A + A.T), problem)
 
     def w2sq(self) -> float:
         return w2_gaussian(self.m0, self.S0, self.m1, self.S1)
@@ -556,9 +561,10 @@ class SchrodingerBridgeGaussian(GaussianBridge):
         if problem.family != "bridge" or not problem.nu > 0.0:
             raise NoClosedForm(f"SchrodingerBridgeGaussian is for the bridge family with nu > 0 (got "
                                f"{problem.family}, nu={problem.nu})")
-        _, S0 = _single_gaussian(problem.rho0, "rho0")
-        _, S1 = _single_gaussian(problem.target, "rho1 (the target)")
-        super().__init__(problem, schrodinger_bridge_map(S0, S1, 2.0 * problem.nu * problem.T))
+        m0, S0 = _single_gaussian(problem.rho0, "rho0")
+        m1, S1 = _single_gaussian(problem.target, "rho1 (the target)")
+        super().__init__(m0, S0, m1, S1, problem.T, problem.nu, problem.lam,
+                         schrodinger_bridge_map(S0, S1, 2.0 * problem.nu * problem.T), problem)
 
     def static_kl(self) -> float:
         """KL(π‖R₀T) of the static coupling π against the reference's (X₀, X₀ + √v Z)."""
