@@ -35,7 +35,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import kernels as K
-from .linsolve import solve_direct
 from .solvers import SUGGESTION, FDConvergenceError, fp_forward, hjb_backward, make_progress
 from .system import Discretization, NonFiniteError
 
@@ -144,13 +143,15 @@ class PlanningSystem:
         F[self.gauge_row] = self.gauge @ U[self.last]
         return F
 
-    def jacobian(self, U, rho_last=None, damping: float = 0.0):
+    def jacobian(self, U, rho_last=None, damping: float = 0.0, gauge=None):
         """∂F/∂U as scipy CSC (scaled like :meth:`residual`).
 
         ``rho_last``: the density level ρ^{nt} at which the FP_{nt-1} flux is linearised
         (default ρ₁); the reduced Newton passes ρ^{nt}(ψ) to get the exact derivative of
         ψ ↦ ρ^{nt}(ψ). ``damping`` λ_LM > 0 adds μ·∂FP_{nt-1}/∂ρ^{nt} on the columns of φ^{nt},
         μ = λ_LM·max_i Σ_k (∂FP_k/∂φ^k)_ii: the shift (J_ψ - μI) of :func:`reduced_newton`.
+        ``gauge``: weights of the gauge row (default :attr:`gauge`). With damping it must be
+        uniform: the FP rows then stay dependent (μ Σ_i δψ_i = 0), so dropping one loses nothing.
         """
         phi, rho = self.unpack(U)
         if rho_last is not None:
@@ -177,7 +178,7 @@ class PlanningSystem:
         last_h = 2 * (nt - 1) * N  # rows of HJB_{nt-1}
         R = [rows[keep], last_h + i, np.full(N, self.gauge_row)]
         C = [cols[keep], self.last.start + i, self.last.start + i]
-        V = [vals[keep], np.full(N, K.identity_block_value(dt)), self.gauge]
+        V = [vals[keep], np.full(N, K.identity_block_value(dt)), self.gauge if gauge is None else gauge]
         n = self.n_unknowns
         J = sp.csc_matrix((np.concatenate(V), (np.concatenate(R), np.concatenate(C))), shape=(n, n))
         J.eliminate_zeros()
@@ -232,8 +233,20 @@ def gauged_solve(Jr, b, gauge) -> np.ndarray:
     return np.linalg.solve(M, np.concatenate([b, [0.0]]))[:N]
 
 
+def _refined_solve(J, F, permc_spec: str, refinements: int = 3):
+    """δ with J δ = -F by SuperLU plus iterative refinement (the planning matrix is badly scaled:
+    its FP rows see φ only through ρ, 1e-20 and below in the tails)."""
+    import scipy.sparse.linalg as spla
+
+    lu = spla.splu(J.tocsc(), permc_spec=permc_spec)
+    x = lu.solve(-F)
+    for _ in range(refinements):
+        x += lu.solve(-F - J @ x)
+    return x
+
+
 def reduced_newton(sysm: PlanningSystem, psi, tol: float, max_iter: int, progress=None, min_step: float = 1e-4,
-                   damping: float = 1e-8):
+                   damping: float = 1e-11):
     """Newton on ψ = φ^{nt} for ρ^{nt}(ψ) = ρ₁, with φ and ρ re-solved exactly by :func:`shoot` at every trial.
 
     Step: (J - μI) δψ = ρ₁ - ρ^{nt}(ψ) with the gauge, J = ∂ρ^{nt}/∂ψ (symmetric negative
@@ -275,9 +288,11 @@ def reduced_newton(sysm: PlanningSystem, psi, tol: float, max_iter: int, progres
             rho_u = rho.copy()
             rho_u[-1] = sysm.rho1
             U = sysm.pack(phi, rho_u)
-            J = sysm.jacobian(U, rho_last=rho[-1], damping=lm)
+            J = sysm.jacobian(U, rho_last=rho[-1], damping=lm, gauge=np.full(sysm.N, 1.0 / sysm.N))
+            F = sysm.residual(U, check=False)
+            F[sysm.gauge_row] = 0.0  # mean(δψ) = 0 here; ψ is re-gauged below
             t1 = time.perf_counter()
-            dpsi = solve_direct(J, sysm.residual(U, check=False), sysm.permc_spec)[sysm.last]
+            dpsi = _refined_solve(J, F, sysm.permc_spec)[sysm.last]
         t2 = time.perf_counter()
         t_jac += t1 - t0
         t_lin += t2 - t1
