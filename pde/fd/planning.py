@@ -253,7 +253,8 @@ def reduced_newton(sysm: PlanningSystem, psi, tol: float, max_iter: int, progres
     semi-definite, the constants as null space): in 1D from the dense N × N J
     (:func:`terminal_jacobian_1d`, bordered solve); in 2D as the ψ-part of the all-at-once
     Newton system of :class:`PlanningSystem` at (φ(ψ), ρ(ψ)) (equivalent, since the other rows
-    hold there; μ enters as μ times the FP block of ρ^{nt}; SuperLU with COLAMD). Armijo
+    hold there; μ enters as μ times the FP block of ρ^{nt}; SuperLU with COLAMD and iterative
+    refinement). Armijo
     backtracking on ‖ρ^{nt} - ρ₁‖₂.
 
     The Levenberg–Marquardt shift μ = min(``damping``, max|ρ^{nt} - ρ₁|)·s (s: the largest
@@ -288,9 +289,12 @@ def reduced_newton(sysm: PlanningSystem, psi, tol: float, max_iter: int, progres
             rho_u = rho.copy()
             rho_u[-1] = sysm.rho1
             U = sysm.pack(phi, rho_u)
+            # mean(δψ) = 0 (ψ is re-gauged below): with the uniform row the damping stays mass-neutral
+            # (μ Σ δψ = 0) and dropping an FP row loses nothing. Pinning one value instead halves the
+            # LU time at 32² × 8 but let the far-tail steps grow again and Newton stalled.
             J = sysm.jacobian(U, rho_last=rho[-1], damping=lm, gauge=np.full(sysm.N, 1.0 / sysm.N))
             F = sysm.residual(U, check=False)
-            F[sysm.gauge_row] = 0.0  # mean(δψ) = 0 here; ψ is re-gauged below
+            F[sysm.gauge_row] = 0.0
             t1 = time.perf_counter()
             dpsi = _refined_solve(J, F, sysm.permc_spec)[sysm.last]
         t2 = time.perf_counter()
