@@ -35,7 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import kernels as K
-from .solvers import SUGGESTION, FDConvergenceError, fp_forward, hjb_backward, make_progress
+from .solvers import SUGGESTION, FDConvergenceError, armijo_backtrack, fp_forward, hjb_backward, make_progress
 from .system import Discretization, NonFiniteError
 
 __all__ = ["PlanningSystem", "solve_planning"]
@@ -302,25 +302,20 @@ def reduced_newton(sysm: PlanningSystem, psi, tol: float, max_iter: int, progres
         t_lin += t2 - t1
         if not np.all(np.isfinite(dpsi)):
             raise NonFiniteError(f"planning Newton step {it}: the linear solve returned NaN/Inf")
-        norm0 = float(np.linalg.norm(r))
-        alpha = 1.0
-        while True:
-            psi_t = psi + alpha * dpsi
-            psi_t -= sysm.gauge @ psi_t
-            try:
-                phi_t, rho_t = shoot(sysm, psi_t)
-                r_t = rho_t[-1] - sysm.rho1
-                ok = np.linalg.norm(r_t) <= (1.0 - 1e-4 * alpha) * norm0 or np.abs(r_t).max() <= tol
-            except (NonFiniteError, FDConvergenceError):
-                ok = False
-            if ok:
-                break
-            alpha *= 0.5
-            if alpha < min_step:
-                raise FDConvergenceError(
-                    f"planning Newton stalled at iteration {it}: no step >= {min_step:g} reduces the terminal "
-                    f"mismatch (max |rho_T - rho1| = {hist[-1]:.3e}, history {[f'{h:.2e}' for h in hist]})", hist,
-                    SUGGESTION)
+        def trial(a):
+            p_t = psi + a * dpsi
+            p_t -= sysm.gauge @ p_t
+            ph_t, rh_t = shoot(sysm, p_t)
+            return (p_t, ph_t, rh_t), rh_t[-1] - sysm.rho1
+
+        alpha, (state, r_t) = armijo_backtrack(trial, float(np.linalg.norm(r)), tol, 1.0, min_step,
+                                               (NonFiniteError, FDConvergenceError))
+        if alpha is None:
+            raise FDConvergenceError(
+                f"planning Newton stalled at iteration {it}: no step >= {min_step:g} reduces the terminal "
+                f"mismatch (max |rho_T - rho1| = {hist[-1]:.3e}, history {[f'{h:.2e}' for h in hist]})", hist,
+                SUGGESTION)
+        psi_t, phi_t, rho_t = state
         psi, phi, rho, r = psi_t, phi_t, rho_t, r_t
         hist.append(float(np.abs(r).max()))
         steps.append(alpha)
