@@ -35,10 +35,10 @@ _GMRES_RTOL = "rtol" if "rtol" in inspect.signature(spla.gmres).parameters else 
 __all__ = ["solve_direct", "BlockPreconditionedGMRES", "TerminalSchurSolver"]
 
 
-def solve_direct(J, F, permc_spec: str = "NATURAL"):
-    # SuperLU in the natural (time-interleaved, block-banded) order by default: measured
+def solve_direct(J, F):
+    # SuperLU in the natural (time-interleaved, block-banded) order: measured
     # faster in 1D than COLAMD/MMD, whose orders cost more than they save here.
-    return spla.spsolve(J, -F, permc_spec=permc_spec)
+    return spla.spsolve(J, -F, permc_spec="NATURAL")
 
 
 class BlockPreconditionedGMRES:

@@ -13,16 +13,17 @@ Unknowns: φ^0..φ^{nt} and ρ^1..ρ^{nt-1}, in the time-interleaved layout of
 cancel: the HJB sees φ only through differences (φ + const is a solution),
 and the FP rows sum to (h^dΣρ₁ - h^dΣρ₀)/Δt = 0 identically (one row is
 implied by the others). The FP row of the last level at node 0 is therefore
-replaced by the gauge mean(φ^{nt}) = 0, which makes the Newton matrix
-nonsingular. Residuals and the Jacobian come from the same Numba kernels as
-the other families (the stencil Jacobian with the ρ^{nt} columns dropped and
-∂HJB_{nt-1}/∂φ^{nt} = -I/Δt added); Newton is :func:`~pde.fd.solvers.newton`
-with a sparse direct solve, started from the Gaussian Schrödinger bridge of
-the moment-matched laws (:meth:`PlanningSystem.initial_guess`).
+replaced by a gauge, h^dΣρ₁φ^{nt} = 0, which makes the matrix nonsingular.
+Residuals and the Jacobian come from the same Numba kernels as the other
+families (the stencil Jacobian with the ρ^{nt} columns dropped and
+∂HJB_{nt-1}/∂φ^{nt} = -I/Δt added).
 
-After convergence ρ is recomputed by the forward FP sweep from ρ₀ for the
-final φ (positive, mass exact to round-off); its last level misses ρ₁ by the
-solver tolerance, which ``meta["terminal_mismatch"]`` reports.
+Solver (:func:`reduced_newton`): Newton on ψ = φ^{nt} alone, with φ and ρ
+re-solved by the backward HJB and forward FP sweeps at every trial
+(:func:`shoot`), so ρ >= 0 with the mass of ρ₀ to round-off throughout, and
+ρ^{nt}(ψ) = ρ₁ is what Newton solves; started from the Gaussian Schrödinger
+bridge of the moment-matched laws (:meth:`PlanningSystem.initial_guess`).
+``meta["terminal_mismatch"]`` reports max|ρ^{nt} - ρ₁| at the end.
 
 ν = 0 is not covered: without diffusion the discrete densities have tails of
 1e-20 and below where ρ(T) = ρ₁ does not determine φ(·, T) to working
@@ -44,15 +45,9 @@ __all__ = ["PlanningSystem", "solve_planning"]
 class PlanningSystem:
     """The discrete planning system on a :class:`Discretization` (see module docstring).
 
-    Provides what :func:`~pde.fd.solvers.newton` needs: ``residual(U)``,
-    ``jacobian(U)`` (CSC), the unknown count and layout attributes.
+    ``residual(U)``, ``jacobian(U)`` (CSC) and the layout of the unknowns; the
+    all-at-once system that :func:`reduced_newton` takes its 2D steps from.
     """
-
-    terminal = ("planning",)
-    log_terminal = False
-    kl_floor = 0.0
-    dm = 0
-    terminal_coupled_1d = False
 
     def __init__(self, disc: Discretization, rho1: np.ndarray):
         if disc.coupling[0] != "none" or np.any(disc.c != 0) or np.any(disc.bp != 0) or np.any(disc.bm != 0):

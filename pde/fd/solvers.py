@@ -253,8 +253,7 @@ def newton(disc: Discretization, U0, tol: float = 1e-10, max_iter: int = 30, pro
             dU = ls.solve(F)
             gm_its.append(ls.iterations)
         else:
-            # a system may ask for another column order (the planning system does in 2D)
-            dU = solve_direct(J, F, getattr(disc, "permc_spec", "NATURAL"))
+            dU = solve_direct(J, F)
         t2 = time.perf_counter()
         t_jac += t1 - t0
         t_lin += t2 - t1
