@@ -243,6 +243,8 @@ class MFGProblem:
                 raise ValueError(f"{label} is {law.dim}-dimensional but the domain has {d} dimension(s)")
         if self.terminal is None:
             raise ValueError("a terminal cost is required")
+        if isinstance(self.terminal, PlanningTerminal) and self.target is not self.terminal.target:
+            raise ValueError("a planning terminal needs target = terminal.target (build bridges with pde.bridge)")
         n = tuple(int(k) for k in (self.n if np.ndim(self.n) else (self.n,) * d))
         if len(n) != d:
             raise ValueError(f"grid n={list(n)} has {len(n)} entries; expected {d} (one per dimension)")

@@ -90,3 +90,11 @@ def test_target_table_is_not_accepted_by_other_families(tmp_path):
     path.write_text(_FILE.format(extra="", target=_TARGET.format(m=1.0)).replace('"bridge"', '"otflow"'))
     with pytest.raises(pde.ProblemFileError, match=r"unknown key\(s\) \['target'\]"):
         pde.load_problem(path)
+
+
+def test_planning_terminal_and_target_must_agree():
+    a, b = pde.Gaussian([0.0], [[0.3]]), pde.Gaussian([0.5], [[0.3]])
+    p = pde.bridge(a, b, domain=[[-6, 6]])
+    with pytest.raises(ValueError, match="target = terminal.target"):
+        p.replace(target=a)
+    assert p.replace(nu=0.2).nu == 0.2
