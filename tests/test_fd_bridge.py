@@ -75,8 +75,8 @@ def test_trivial_bridge_with_diffusion_is_not_at_rest():
     k = sol.grid().nt // 2
     var_fd = float((sol.rho[k] * x**2).sum() * sol.h[0])
     var_cf = float(cf.moments(0.5)[1][0, 0])
-    assert var_cf > 0.6  # > 0.5: the law spreads, then is brought back
-    assert abs(var_fd - var_cf) < 0.05 * var_cf
+    assert var_cf > 0.6  # > 0.5: the law spreads, then is brought back (0.6036)
+    assert abs(var_fd - var_cf) < 0.02 * var_cf  # measured 0.6049 at 120 × 60
     assert _l1(sol, cf, k) < 0.05
     v0 = -np.gradient(sol.phi[0], sol.h[0])
     i = np.searchsorted(x, 1.0)
