@@ -2,7 +2,7 @@
 
 A problem file holds one problem (see README, "Problem file")::
 
-    family = "otflow"            # otflow | sgm | wgf | lq
+    family = "otflow"            # otflow | sgm | wgf | lq | bridge
     T = 1.0
     domain = [[-6.0, 6.0]]       # one [lo, hi] per dimension
     boundary = "reflecting"      # or "periodic"
@@ -15,6 +15,7 @@ A problem file holds one problem (see README, "Problem file")::
     name = "my-case"             # optional label
     [data]  ...                  # a law (gaussian_mixture or a 2D toy)
     [reference] ...              # γ for otflow, π for wgf; default N(0, I)
+    [target] ...                 # bridge: ρ₁, the prescribed law at t = T
     [grid]
     n = [400]
     nt = 200
@@ -42,11 +43,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .distributions import from_dict
-from .problem import MFGProblem, lq, otflow, sgm, wgf
+from .problem import MFGProblem, bridge, lq, otflow, sgm, wgf
 
 __all__ = ["load_problem", "problem_from_dict", "atomic_write", "atomic_path", "FILE_FAMILIES"]
 
-FILE_FAMILIES = ("otflow", "sgm", "wgf", "lq")
+FILE_FAMILIES = ("otflow", "sgm", "wgf", "lq", "bridge")
 
 _COMMON = {"family", "T", "domain", "boundary", "name", "data", "grid", "fe"}
 _FAMILY_KEYS = {
@@ -54,6 +55,7 @@ _FAMILY_KEYS = {
     "sgm": {"beta"},
     "wgf": {"tau", "reference", "lam", "nu"},
     "lq": {"nu", "lam", "q", "qT"},
+    "bridge": {"nu", "lam", "target"},
 }
 # keys of the documented core that a family ignores (accepted so one template
 # serves all families; they are recorded as ignored in the metadata)
@@ -113,6 +115,9 @@ def problem_from_dict(spec: Mapping, where: str = "<dict>", overrides: Mapping |
 
     data = law("data")
     reference = law("reference") if "reference" in spec and family in ("otflow", "wgf") else None
+    if family == "bridge" and "target" not in spec:
+        raise ProblemFileError(f"{where}: missing table [target] (the bridge's law ρ₁ at t = T)")
+    target = law("target") if family == "bridge" else None
     grid = spec.get("grid", {})
     if not isinstance(grid, dict):
         raise ProblemFileError(f"{where}: [grid] must be a table with keys n, nt")
@@ -139,6 +144,8 @@ def problem_from_dict(spec: Mapping, where: str = "<dict>", overrides: Mapping |
             prob = sgm(data, beta=spec.get("beta", 1.0), **kw)
         elif family == "wgf":
             prob = wgf(data, tau=spec.get("tau"), reference=reference, **kw)
+        elif family == "bridge":
+            prob = bridge(data, target, nu=spec.get("nu", 0.0), lam=spec.get("lam", 1.0), **kw)
         else:
             prob = lq(data, q=spec.get("q", 1.0), qT=spec.get("qT", 1.0), nu=spec.get("nu", 0.0),
                       lam=spec.get("lam", 1.0), **kw)

@@ -11,7 +11,7 @@ walls. The Hamiltonian is H(x, p) = |p|²/(2λ) - c(x, t) for every family;
 ``custom`` problems choose c, b, f and g as Python callables (never text).
 
 Family constructors: :func:`otflow`, :func:`sgm`, :func:`wgf`, :func:`lq`,
-:func:`custom`. Look one up by name with :func:`make_problem`.
+:func:`bridge`, :func:`custom`. Look one up by name with :func:`make_problem`.
 
 Couplings and terminal costs are small typed records; the solvers dispatch
 on their type and do the numerics:
@@ -21,7 +21,9 @@ on their type and do the numerics:
 - :class:`KLTerminal` (G = KL(ρ‖γ), g = 1 + log ρ - log γ),
   :class:`FixedTerminal` (g(x) independent of ρ: the sgm cross-entropy),
   :class:`LQTerminal` (g = q_T/2 |x - m̄(ρ_T)|²),
-  :class:`LocalTerminal` (g(x, ρ) with ∂g/∂ρ).
+  :class:`LocalTerminal` (g(x, ρ) with ∂g/∂ρ),
+  :class:`PlanningTerminal` (the hard constraint ρ_T = ρ₁ of the bridge
+  family: no terminal cost, φ(·, T) free up to a constant).
 """
 
 from __future__ import annotations
@@ -46,12 +48,14 @@ __all__ = [
     "FixedTerminal",
     "LQTerminal",
     "LocalTerminal",
+    "PlanningTerminal",
     "LinearDrift",
     "CallableDrift",
     "otflow",
     "sgm",
     "wgf",
     "lq",
+    "bridge",
     "custom",
     "make_problem",
     "MASS_TOL",
@@ -132,6 +136,18 @@ class LocalTerminal:
 
 
 @dataclass(frozen=True)
+class PlanningTerminal:
+    """The hard terminal constraint ρ_T = ρ₁ (mean-field planning, DESIGN §3.6).
+
+    There is no terminal cost: φ(·, T) is an unknown, fixed only up to an
+    additive constant, chosen so that the FP solution ends at ``target``.
+    """
+
+    target: Distribution
+    kind = "planning"
+
+
+@dataclass(frozen=True)
 class LinearDrift:
     """b(x) = B x (the sgm drift is B = β/2 I)."""
 
@@ -159,7 +175,7 @@ class CallableDrift:
 # --------------------------------------------------------------------------
 
 
-FAMILIES = ("otflow", "sgm", "wgf", "lq", "custom")
+FAMILIES = ("otflow", "sgm", "wgf", "lq", "bridge", "custom")
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,6 +198,7 @@ class MFGProblem:
         running_cost: c(x, t): a constant or a callable (points, t) -> values.
         data: the data law (π): ρ₀ for otflow/wgf/lq, the data for sgm.
         reference: γ for otflow, π for wgf (None otherwise).
+        target: ρ₁, the prescribed terminal law of the bridge family (None otherwise).
         params: family parameters (beta, q, qT, tau, ...).
         n, nt: default grid (nodes per dimension, time steps).
         name: a label for outputs.
@@ -205,6 +222,7 @@ class MFGProblem:
     nt: int = 100
     name: str = ""
     mass_outside: Mapping = field(default_factory=dict)
+    target: Optional[Distribution] = None
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -220,11 +238,13 @@ class MFGProblem:
             raise ValueError(f"boundary={self.boundary!r}; expected one of {list(BOUNDARIES)}")
         if not isinstance(self.rho0, Distribution):
             raise TypeError(f"rho0 must be a Distribution (got {type(self.rho0).__name__})")
-        for label, law in (("rho0", self.rho0), ("data", self.data), ("reference", self.reference)):
+        for label, law in self._laws():
             if law is not None and law.dim != d:
                 raise ValueError(f"{label} is {law.dim}-dimensional but the domain has {d} dimension(s)")
         if self.terminal is None:
             raise ValueError("a terminal cost is required")
+        if isinstance(self.terminal, PlanningTerminal) and self.target is not self.terminal.target:
+            raise ValueError("a planning terminal needs target = terminal.target (build bridges with pde.bridge)")
         n = tuple(int(k) for k in (self.n if np.ndim(self.n) else (self.n,) * d))
         if len(n) != d:
             raise ValueError(f"grid n={list(n)} has {len(n)} entries; expected {d} (one per dimension)")
@@ -238,7 +258,7 @@ class MFGProblem:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
         # The box must hold the laws the problem rests on.
         masses = {}
-        for label, law in (("rho0", self.rho0), ("data", self.data), ("reference", self.reference)):
+        for label, law in self._laws():
             if law is None:
                 continue
             m = law.mass_outside(dom)
@@ -253,6 +273,10 @@ class MFGProblem:
                     f"{MASS_TOL:g} — enlarge the box (for example to {box})"
                 )
         object.__setattr__(self, "mass_outside", MappingProxyType(masses))
+
+    def _laws(self):
+        """(label, law) of every law the problem rests on (None where a family has none)."""
+        return (("rho0", self.rho0), ("data", self.data), ("reference", self.reference), ("target", self.target))
 
     # -- convenience -------------------------------------------------------
 
@@ -313,7 +337,7 @@ class MFGProblem:
             "running_cost": self.running_cost if not callable(self.running_cost) else "callable",
             "mass_outside_box": dict(self.mass_outside),
         }
-        for label in ("rho0", "data", "reference"):
+        for label in ("rho0", "data", "reference", "target"):
             law = getattr(self, label)
             if law is not None:
                 try:
@@ -468,7 +492,28 @@ def custom(rho0: Distribution, *, domain, T: float = 1.0, nu: float = 0.0, lam: 
                       n=n if n is not None else (200,) * d, nt=nt, name=name or "custom")
 
 
-_CONSTRUCTORS = {"otflow": otflow, "sgm": sgm, "wgf": wgf, "lq": lq, "custom": custom}
+def bridge(rho0: Distribution, rho1: Distribution, *, domain, T: float = 1.0, lam: float = 1.0, nu: float = 0.0,
+           boundary: str = "reflecting", n=None, nt: int = 100, name: str = "") -> MFGProblem:
+    """Bridge between two given laws (mean-field planning), DESIGN §3.6.
+
+    J = ∫₀ᵀ∫ (λ/2)|v|² ρ dx dt subject to ∂tρ - νΔρ + ∇·(ρv) = 0,
+    ρ(0) = ρ₀ = ``rho0`` and the hard constraint ρ(T) = ρ₁ = ``rho1``;
+    b = 0, c = 0, F = 0. The optimality system is the HJB/FP pair of §2 with
+    φ(·, T) free (fixed up to a constant) in place of a terminal condition,
+    v* = -∇φ/λ. ν = 0: Benamou–Brenier dynamic OT, kinetic energy
+    (λ/2T)·W₂²(ρ₀, ρ₁). ν > 0: the Schrödinger bridge for the Brownian
+    reference of diffusion 2ν (λ scales φ and the cost, not the path).
+    ρ₀ = ρ₁ is allowed (the trivial bridge).
+    """
+    if not isinstance(rho1, Distribution):
+        raise TypeError(f"rho1 must be a Distribution (got {type(rho1).__name__})")
+    d = len(domain)
+    return MFGProblem("bridge", domain, T, nu, lam, boundary, rho0=rho0, coupling=NoCoupling(),
+                      terminal=PlanningTerminal(rho1), data=rho0, target=rho1,
+                      n=n if n is not None else (200,) * d, nt=nt, name=name or "bridge")
+
+
+_CONSTRUCTORS = {"otflow": otflow, "sgm": sgm, "wgf": wgf, "lq": lq, "bridge": bridge, "custom": custom}
 
 
 def make_problem(family: str, *args, **kwargs) -> MFGProblem:

@@ -140,11 +140,11 @@ def test_example_files_load(path):
 
 def test_one_example_per_family():
     fams = {pde.load_problem(p).family for p in EXAMPLES}
-    assert fams == {"otflow", "sgm", "wgf", "lq"}
+    assert fams == {"otflow", "sgm", "wgf", "lq", "bridge"}
 
 
 def test_grid_overrides():
-    p = pde.load_problem(EXAMPLES[0], overrides={"n": [64], "nt": 7})
+    p = pde.load_problem(ROOT / "examples" / "lq_mixture_1d.toml", overrides={"n": [64], "nt": 7})
     g = p.grid()
     assert g.n == (64,) and g.nt == 7
 

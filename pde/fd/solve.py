@@ -9,7 +9,7 @@ import numpy as np
 
 from ..distributions import GaussianMixture
 from ..problem import (FixedTerminal, KLTerminal, LocalCoupling, LocalTerminal, LQCoupling, LQTerminal, MFGProblem,
-                       NoCoupling)
+                       NoCoupling, PlanningTerminal)
 from ..solution import MFGSolution, package_versions
 from . import _jit
 from .solvers import (LINEAR_SOLVERS, FDConvergenceError, fixed_point, fp_forward, initial_guess, make_progress,
@@ -40,7 +40,7 @@ class FDInputError(ValueError):
 def _check_resolution(problem: MFGProblem, grid) -> None:
     """Raise if h cannot resolve the narrowest Gaussian component of the laws."""
     sig = math.inf
-    for law in (problem.rho0, problem.data, problem.reference):
+    for law in (problem.rho0, problem.data, problem.reference, problem.target):
         if isinstance(law, GaussianMixture):
             for C in law.covs:
                 sig = min(sig, float(np.sqrt(np.linalg.eigvalsh(C).min())))
@@ -88,6 +88,9 @@ def build_discretization(problem: MFGProblem, n=None, nt=None, check_resolution:
         terminal = ("local", term.g, term.dgdrho)
     elif isinstance(term, LQTerminal):
         terminal = ("lq", float(term.qT))
+    elif isinstance(term, PlanningTerminal):
+        # ρ^{nt} = ρ₁ imposed (pde.fd.planning); no terminal cost
+        terminal = ("planning", _discrete_density(term.target, pts, grid.cell_volume, "rho1 (the target)"))
     else:
         raise FDInputError(f"terminal cost {type(term).__name__} is not supported by the FD solver")
     cp = problem.coupling
@@ -387,7 +390,7 @@ def solve_fd(problem: MFGProblem, n=None, nt=None, solver: str = "newton", tol: 
     """Solve ``problem`` with the monotone implicit FD scheme (see docs/fd.md).
 
     Args:
-        problem: any family (otflow, sgm, wgf, lq, custom), 1D or 2D.
+        problem: any family (otflow, sgm, wgf, lq, bridge with nu > 0, custom), 1D or 2D.
         n, nt: grid overrides (nodes per dimension, time steps).
         solver: "newton" (all-at-once) or "fixed-point" (damped fictitious play).
         tol: Δt-scaled max-norm residual at which the solver stops.
@@ -461,6 +464,13 @@ def solve_fd(problem: MFGProblem, n=None, nt=None, solver: str = "newton", tol: 
         from .routes import solve_wgf
 
         phi, rho, info, extras, meta_extra = solve_wgf(problem, disc, solver, tol, max_iter, progress, options)
+    elif disc.terminal[0] == "planning":
+        from .planning import solve_planning
+
+        if solver != "newton":
+            raise FDInputError(f"solver={solver!r}: the planning problem (bridge family) is solved by Newton only")
+        phi, rho, info, extras, meta_extra = solve_planning(problem, disc, disc.terminal[1], tol, max_iter, progress,
+                                                            {"initial_guess": initial})
     else:
         phi, rho, info = _solve_coupled(disc, solver, tol, max_iter, progress, initial,
                                         options.get("continuation", "auto"), options.get("relaxation", 0.5),

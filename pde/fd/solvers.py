@@ -29,7 +29,7 @@ import scipy.sparse.linalg as spla
 from .linsolve import BlockPreconditionedGMRES, TerminalSchurSolver, solve_direct
 from .system import Discretization, NonFiniteError
 
-__all__ = ["FDConvergenceError", "newton", "fixed_point", "hjb_backward", "fp_forward", "make_progress",
+__all__ = ["FDConvergenceError", "armijo_backtrack", "newton", "fixed_point", "hjb_backward", "fp_forward", "make_progress",
            "initial_guess", "resolve_linear_solver", "LINEAR_SOLVERS"]
 
 
@@ -195,6 +195,24 @@ def resolve_linear_solver(disc: Discretization, linear_solver: str = "auto") -> 
     return "direct"
 
 
+def armijo_backtrack(trial, norm0: float, tol: float, alpha: float = 1.0, min_step: float = 1e-4,
+                     errors=(NonFiniteError,)):
+    """Halve α until ``trial(α) -> (state, residual)`` gives ‖residual‖₂ <= (1 - 1e-4 α)·norm0
+    or max|residual| <= tol; a trial raising one of ``errors`` counts as a failure.
+
+    Returns (α, (state, residual)), or (None, (None, None)) once α < ``min_step``.
+    """
+    while alpha >= min_step:
+        try:
+            state, res = trial(alpha)
+            if np.linalg.norm(res) <= (1.0 - 1e-4 * alpha) * norm0 or np.max(np.abs(res)) <= tol:
+                return alpha, (state, res)
+        except errors:
+            pass
+        alpha *= 0.5
+    return None, (None, None)
+
+
 def newton(disc: Discretization, U0, tol: float = 1e-10, max_iter: int = 30, progress=None, label: str = "newton",
            min_step: float = 1e-4, diverge: float = None, linear_solver: str = "auto", stats: dict = None):
     """All-at-once Newton. Returns (U, history, info); raises FDConvergenceError.
@@ -252,21 +270,15 @@ def newton(disc: Discretization, U0, tol: float = 1e-10, max_iter: int = 30, pro
             neg = dT < 0
             if np.any(neg):
                 alpha = min(1.0, 0.99 * float(np.min(rT[neg] / -dT[neg])))
-        norm0 = float(np.linalg.norm(F))
-        while True:
-            Ut = U + alpha * dU
-            try:
-                Ft = disc.residual(Ut)
-                ok = np.linalg.norm(Ft) <= (1.0 - 1e-4 * alpha) * norm0 or np.max(np.abs(Ft)) <= tol
-            except NonFiniteError:
-                ok = False
-            if ok:
-                break
-            alpha *= 0.5
-            if alpha < min_step:
-                raise FDConvergenceError(
-                    f"Newton stalled at iteration {it}: no step >= {min_step:g} reduces the residual "
-                    f"(residual {res:.3e}, history {[f'{h:.2e}' for h in hist]})", hist, SUGGESTION)
+        def trial(a, U=U, dU=dU):
+            Ut = U + a * dU
+            return Ut, disc.residual(Ut)
+
+        alpha, (Ut, Ft) = armijo_backtrack(trial, float(np.linalg.norm(F)), tol, alpha, min_step)
+        if alpha is None:
+            raise FDConvergenceError(
+                f"Newton stalled at iteration {it}: no step >= {min_step:g} reduces the residual "
+                f"(residual {res:.3e}, history {[f'{h:.2e}' for h in hist]})", hist, SUGGESTION)
         U, F = Ut, Ft
         res = float(np.max(np.abs(F)))
         hist.append(res)
