@@ -169,7 +169,7 @@ def solve_entropic(problem: MFGProblem, n=None, nt=None, tol: float = 1e-10, max
     mass = grid.integrate(rho)
     eps = info["epsilon"]
     hist = info.pop("history")
-    n_local = sum(1 for k in kinds if "local" in k)
+    n_local = sum(1 for k in kinds if any(kk.startswith("refined") for kk in k))
     wall = time.perf_counter() - wall0
     meta = {
         "method": "ot",
@@ -192,7 +192,7 @@ def solve_entropic(problem: MFGProblem, n=None, nt=None, tol: float = 1e-10, max
             "sampled_mass_error_bound": 2.0 * math.exp(-2.0 * math.pi**2 * cells**2),
             "kind": info["kernel_kinds"],
             "gaussian_min_cells": GAUSS_MIN_CELLS,
-            "levels_with_local_model": n_local,
+            "levels_with_refined_kernel": n_local,
         },
         "sinkhorn": {k: info[k] for k in ("engine", "switched_to_log_at", "kernel", "exponent",
                                           "translation_invariant")},

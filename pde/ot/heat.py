@@ -19,18 +19,16 @@ potentials spanning hundreds of orders of magnitude, so an absolute error of
   relative size 2·exp(−2π² σ²/h²), σ = √(2νs); at σ ≥ 1.5 h (:data:`GAUSS_MIN_CELLS`)
   that is below 1e-19, so the matrix is mass preserving and a semigroup to
   round-off, and spectrally accurate on smooth functions.
-- ``local`` (time levels only, σ < 1.5 h, i.e. within 1.125 h²/ν of t = 0 or
-  t = T, where no sampled kernel is accurate): along each axis, with
-  u = log f and u', u'' by second-order differences,
-
-      log P_s f = u + σ² u'² / (2(1 − σ² u'')) − ½ log(1 − σ² u''),
-
-  the Gaussian integral of the local quadratic model of u: exact when u is
-  quadratic along the line (Gaussian data), O(σ⁴ ∂⁴u) otherwise, and, like
-  the images kernel, insensitive to how fast f grows (the scalings of a small-ν
-  step grow like exp(x²/O(σ_T²))), which a lattice kernel exp(sνΔ_h) is not
-  (its tails decay like r^k/k!, not like a Gaussian).
-  It ignores the walls (the box must hold the mass, as the problem checks).
+- ``refined`` (time levels only, σ < h, i.e. within h²/(2ν) of t = 0 or
+  t = T, where the Gaussian sampled at the nodes is not accurate): u = log f
+  is interpolated along the axis by a cubic spline onto m-times finer cell
+  centres (m odd, so that the coarse nodes are fine nodes, and σ ≥ h/m), and the sampled Gaussian of the fine spacing is applied from the
+  fine nodes to the coarse ones. Interpolating the logarithm, not f, keeps it
+  accurate on scalings that span hundreds of orders of magnitude, and the
+  images keep the walls. (A local quadratic model of u, exact on Gaussians,
+  was tried and rejected: the scalings of a small-ν step are not smooth in the
+  far field, where u'' jumps over a few cells, and the model's error there
+  reached e^{20}.)
 
 ``apply_dct`` applies the same semigroup by a DCT-II pair with the continuous
 symbol exp(−νs k²) on the cosine modes — O(N log N), exact on the modes the
@@ -45,72 +43,69 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import fft, special
+from scipy import fft, interpolate, special
 
-__all__ = ["GAUSS_MIN_CELLS", "HeatKernel", "log_heat_matrix", "local_log_apply_1d", "lse_apply_np"]
+__all__ = ["GAUSS_MIN_CELLS", "MAX_REFINE", "HeatKernel", "gaussian_log_matrix", "lse_apply_np"]
 
-#: σ/h above which the sampled Gaussian (images) matrix is used; below it the local quadratic model
+#: σ/h above which the sampled Gaussian (images) matrix is used directly; below it the refined one
 GAUSS_MIN_CELLS = 1.0
+#: largest refinement factor of the ``refined`` kernel (σ < h/MAX_REFINE: sampled at h/MAX_REFINE)
+MAX_REFINE = 63
 
 
-def _gaussian_log_matrix(x: np.ndarray, lo: float, hi: float, var: float, boundary: str) -> np.ndarray:
-    """log of h · Σ_images N(x_i − y'; var), shape (n, n)."""
-    n = x.size
-    h = (hi - lo) / n
+def gaussian_log_matrix(x: np.ndarray, y: np.ndarray, lo: float, hi: float, var: float, boundary: str,
+                        hy: float) -> np.ndarray:
+    """log of hy · Σ_images N(x_i − y'_l; var), shape (x.size, y.size).
+
+    The images of y are y + 2mL and 2·lo − y + 2mL (reflecting) or y + mL
+    (periodic); images farther than 40 σ (below exp(−800)) are dropped.
+    """
     L = hi - lo
     sd = math.sqrt(var)
-    # images farther than 40 σ contribute below exp(−800)
     period = 2.0 * L if boundary == "reflecting" else L
     M = int(math.ceil(40.0 * sd / period)) + 1
     shifts = period * np.arange(-M, M + 1)
-    d = x[:, None, None] - (x[None, :, None] + shifts[None, None, :])
+    d = x[:, None, None] - (y[None, :, None] + shifts[None, None, :])
     terms = [-(d * d) / (2.0 * var)]
     if boundary == "reflecting":
-        dr = x[:, None, None] - (2.0 * lo - x[None, :, None] + shifts[None, None, :])
+        dr = x[:, None, None] - (2.0 * lo - y[None, :, None] + shifts[None, None, :])
         terms.append(-(dr * dr) / (2.0 * var))
     e = np.concatenate(terms, axis=-1)
-    return special.logsumexp(e, axis=-1) + math.log(h) - 0.5 * math.log(2.0 * math.pi * var)
+    return special.logsumexp(e, axis=-1) + math.log(hy) - 0.5 * math.log(2.0 * math.pi * var)
 
 
-def log_heat_matrix(x: np.ndarray, lo: float, hi: float, nu: float, s: float, boundary: str,
-                    min_cells: float = GAUSS_MIN_CELLS):
-    """log P_s on one axis and the kind used ("identity", "gaussian" or "local").
+class _Axis:
+    """P_s along one axis: a (n, n) or, refined, a (n, m·n) log matrix and the fine nodes."""
 
-    For "local" the matrix is None (see :func:`local_log_apply_1d`); ``min_cells``
-    lowers the σ/h above which the Gaussian matrix is used (the Sinkhorn kernel
-    uses it down to the resolution limit of :mod:`pde.ot.entropic`).
+    def __init__(self, x, lo, hi, nu, s, boundary, min_cells):
+        n = x.size
+        h = (hi - lo) / n
+        self.x, self.fine = x, None
+        if s <= 0.0 or nu <= 0.0:
+            self.kind = "identity"
+            with np.errstate(divide="ignore"):
+                self.logM = np.log(np.eye(n))
+        else:
+            var = 2.0 * nu * s
+            sig = math.sqrt(var)
+            if sig >= min_cells * h:
+                self.kind = "gaussian"
+                self.logM = gaussian_log_matrix(x, x, lo, hi, var, boundary, h)
+            else:
+                m = min(MAX_REFINE, int(math.ceil(h / sig)) | 1)
+                hf = h / m
+                self.fine = lo + (np.arange(n * m) + 0.5) * hf
+                self.kind = f"refined x{m}"
+                self.logM = gaussian_log_matrix(x, self.fine, lo, hi, var, boundary, hf)
+        self.M = np.exp(self.logM)
 
-    Args:
-        x: (n,) cell centres of [lo, hi].
-        nu: diffusion ν (variance 2νs after time s).
-        s: time ≥ 0.
-        boundary: "reflecting" or "periodic".
-    """
-    n = x.size
-    h = (hi - lo) / n
-    if s <= 0.0 or nu <= 0.0:
-        with np.errstate(divide="ignore"):
-            return np.log(np.eye(n)), "identity"
-    var = 2.0 * nu * s
-    if math.sqrt(var) >= min_cells * h:
-        return _gaussian_log_matrix(x, lo, hi, var, boundary), "gaussian"
-    return None, "local"
-
-
-def local_log_apply_1d(u: np.ndarray, h: float, var: float) -> np.ndarray:
-    """log P_s e^u along the last axis by the local quadratic model (module docstring), var = 2νs."""
-    du = np.empty_like(u)
-    d2 = np.empty_like(u)
-    du[..., 1:-1] = (u[..., 2:] - u[..., :-2]) / (2 * h)
-    d2[..., 1:-1] = (u[..., 2:] - 2 * u[..., 1:-1] + u[..., :-2]) / (h * h)
-    du[..., 0] = (-3 * u[..., 0] + 4 * u[..., 1] - u[..., 2]) / (2 * h)
-    du[..., -1] = (3 * u[..., -1] - 4 * u[..., -2] + u[..., -3]) / (2 * h)
-    d2[..., 0], d2[..., -1] = d2[..., 1], d2[..., -2]
-    with np.errstate(invalid="ignore"):
-        den = 1.0 - var * d2
-        out = u + var * du * du / (2.0 * den) - 0.5 * np.log(den)
-    # −inf (zeros of f) and non-finite models keep u: a vanishing f stays zero
-    return np.where(np.isfinite(out) & (den > 0), out, u)
+    def to_fine(self, U):
+        """Cubic-spline interpolation of log values (R, n) -> (R, m·n); −inf stays far below."""
+        fin = np.isfinite(U)
+        if not fin.all():
+            floor = (U[fin].min() if fin.any() else 0.0) - 1000.0
+            U = np.where(fin, U, floor)
+        return interpolate.CubicSpline(self.x, U, axis=-1)(self.fine)
 
 
 def lse_apply_np(logM: np.ndarray, U: np.ndarray) -> np.ndarray:
@@ -130,16 +125,14 @@ class HeatKernel:
 
     def __init__(self, grid, nu: float, s: float, lse: str = "numba", min_cells: float = GAUSS_MIN_CELLS):
         self.grid, self.nu, self.s = grid, float(nu), float(s)
-        self.logM, self.kinds = [], []
         cache = {}
+        self.axes = []
         for x, (lo, hi) in zip(grid.axes, grid.domain):
             key = (x.size, lo, hi)
             if key not in cache:
-                cache[key] = log_heat_matrix(x, lo, hi, nu, s, grid.boundary, min_cells)
-            lm, kind = cache[key]
-            self.logM.append(lm)
-            self.kinds.append(kind)
-        self.M = [None if lm is None else np.exp(lm) for lm in self.logM]
+                cache[key] = _Axis(x, lo, hi, nu, s, grid.boundary, min_cells)
+            self.axes.append(cache[key])
+        self.kinds = [ax.kind for ax in self.axes]
         if lse not in ("numba", "numpy"):
             raise ValueError(f"lse={lse!r}; expected 'numba' or 'numpy'")
         self._lse = lse
@@ -153,13 +146,25 @@ class HeatKernel:
     # -- scaling domain -------------------------------------------------------
 
     def apply(self, f: np.ndarray) -> np.ndarray:
-        """P_s f with the dense 1D matrices (P_s is symmetric: P_sᵀ = P_s)."""
-        if "local" in self.kinds:
-            with np.errstate(divide="ignore"):
-                return np.exp(self.log_apply(np.log(f)))
+        """P_s f with the dense 1D matrices (P_s is symmetric: P_sᵀ = P_s); f > 0 where refined."""
+        if any(ax.fine is not None for ax in self.axes):
+            return self._apply_refined(f)
         if f.ndim == 1:
-            return self.M[0] @ f
-        return self.M[0] @ f @ self.M[1].T
+            return self.axes[0].M @ f
+        return self.axes[0].M @ f @ self.axes[1].M.T
+
+    def _apply_refined(self, f):
+        if f.ndim == 1:
+            return self._scaled_lines(self.axes[0], f[None, :])[0]
+        w = self._scaled_lines(self.axes[1], f)
+        return self._scaled_lines(self.axes[0], w.T).T
+
+    @staticmethod
+    def _scaled_lines(ax, lines):
+        if ax.fine is not None:
+            with np.errstate(divide="ignore"):
+                lines = np.exp(ax.to_fine(np.log(lines)))
+        return lines @ ax.M.T
 
     def apply_dct(self, f: np.ndarray) -> np.ndarray:
         """P_s f by a DCT-II pair with the symbol exp(−νs k²), k = πj/L (reflecting walls only)."""
@@ -180,20 +185,21 @@ class HeatKernel:
 
     # -- log domain -----------------------------------------------------------
 
-    def _lse_lines(self, logM, U, axis):
-        if logM is None:
-            return local_log_apply_1d(U, self.grid.h[axis], 2.0 * self.nu * self.s)
+    def _lines(self, ax: _Axis, U):
+        """log P_s along one axis for lines U (R, n) of log values."""
+        if ax.fine is not None:
+            U = ax.to_fine(U)
         if self._lse == "numpy":
-            return lse_apply_np(logM, U)
+            return lse_apply_np(ax.logM, U)
         from ._lse import lse_rows
 
-        out = np.empty((U.shape[0], logM.shape[0]))
-        lse_rows(logM, np.ascontiguousarray(U), out, size=U.size * logM.shape[0])
+        out = np.empty((U.shape[0], ax.logM.shape[0]))
+        lse_rows(ax.logM, np.ascontiguousarray(U), out, size=U.size * ax.logM.shape[0])
         return out
 
     def log_apply(self, u: np.ndarray) -> np.ndarray:
         """log P_s e^u (log-sum-exp along each axis; −inf entries of u are zeros of e^u)."""
         if u.ndim == 1:
-            return self._lse_lines(self.logM[0], u[None, :], 0)[0]
-        w = self._lse_lines(self.logM[1], u, 1)  # along axis 1
-        return self._lse_lines(self.logM[0], w.T, 0).T  # along axis 0
+            return self._lines(self.axes[0], u[None, :])[0]
+        w = self._lines(self.axes[1], u)  # along axis 1
+        return self._lines(self.axes[0], w.T).T  # along axis 0
