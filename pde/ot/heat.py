@@ -58,20 +58,29 @@ def gaussian_log_matrix(x: np.ndarray, y: np.ndarray, lo: float, hi: float, var:
     """log of hy · Σ_images N(x_i − y'_l; var), shape (x.size, y.size).
 
     The images of y are y + 2mL and 2·lo − y + 2mL (reflecting) or y + mL
-    (periodic); images farther than 40 σ (below exp(−800)) are dropped.
+    (periodic); an image block farther from the box than 40 σ contributes
+    below exp(−800) and is dropped.
     """
     L = hi - lo
-    sd = math.sqrt(var)
-    period = 2.0 * L if boundary == "reflecting" else L
-    M = int(math.ceil(40.0 * sd / period)) + 1
-    shifts = period * np.arange(-M, M + 1)
-    d = x[:, None, None] - (y[None, :, None] + shifts[None, None, :])
-    terms = [-(d * d) / (2.0 * var)]
+    reach = 40.0 * math.sqrt(var)
+    blocks = []  # (sign of y, offset): image = sign·y + offset, lying in [lo + off', hi + off']
     if boundary == "reflecting":
-        dr = x[:, None, None] - (2.0 * lo - y[None, :, None] + shifts[None, None, :])
-        terms.append(-(dr * dr) / (2.0 * var))
-    e = np.concatenate(terms, axis=-1)
-    return special.logsumexp(e, axis=-1) + math.log(hy) - 0.5 * math.log(2.0 * math.pi * var)
+        M = int(math.ceil(reach / (2.0 * L))) + 1
+        for m in range(-M, M + 1):
+            blocks.append((1.0, 2.0 * m * L))
+            blocks.append((-1.0, 2.0 * lo + 2.0 * m * L))
+    else:
+        M = int(math.ceil(reach / L)) + 1
+        blocks = [(1.0, m * L) for m in range(-M, M + 1)]
+    out = None
+    for sign, off in blocks:
+        ilo, ihi = sorted((sign * lo + off, sign * hi + off))
+        if ilo - hi > reach or lo - ihi > reach:  # the whole image block is out of reach
+            continue
+        d = x[:, None] - (sign * y[None, :] + off)
+        e = -(d * d) / (2.0 * var)
+        out = e if out is None else np.logaddexp(out, e)
+    return out + math.log(hy) - 0.5 * math.log(2.0 * math.pi * var)
 
 
 class _Axis:
