@@ -94,7 +94,7 @@ def _logs(x):
 def sinkhorn_neumann(rho0, target, grid, T: float, nu: float, lam: float, balanced: bool = False, *,
                      tol: float = 1e-10, max_iter: int = 20000, kernel: str = "dense", domain: str = "auto",
                      translation_invariant: bool = True, log_b0=None, lse: str = "numba",
-                     heat: HeatKernel | None = None) -> SinkhornResult:
+                     heat: HeatKernel | None = None, relax: float = 1.0) -> SinkhornResult:
     """Entropic OT on a box with the heat kernel as Gibbs kernel (module docstring).
 
     Args:
@@ -188,6 +188,8 @@ def sinkhorn_neumann(rho0, target, grid, T: float, nu: float, lam: float, balanc
                 break
             with np.errstate(all="ignore"):
                 bn = (target / Ka) ** p
+                if relax != 1.0:
+                    bn = b ** (1.0 - relax) * bn ** relax
                 if not balanced and translation_invariant:
                     bn = bn * (vol * (target * bn ** (-eps)).sum()) ** (1.0 / eps)
             if not _in_range(bn) or (np.any(bn[target > 0] <= 0)):
@@ -211,7 +213,7 @@ def sinkhorn_neumann(rho0, target, grid, T: float, nu: float, lam: float, balanc
             if err <= tol:
                 converged = True
                 break
-            G = p * (lt - lKa)
+            G = (1.0 - relax) * G + relax * (p * (lt - lKa)) if relax != 1.0 else p * (lt - lKa)
             if not balanced and translation_invariant:
                 z = lt - eps * G
                 G = G + (math.log(vol) + _lse_all(z)) / eps
