@@ -222,3 +222,21 @@ def test_dense_and_dct_kernels_agree_on_moderate_data():
     assert K.cells_per_width() > 3  # aliasing of the sampled kernel below round-off
     np.testing.assert_allclose(K.apply(f), K.apply_dct(f), atol=1e-13)
     np.testing.assert_allclose(np.exp(K.log_apply(np.log(f))), K.apply(f), rtol=1e-12)
+
+
+@pytest.mark.parametrize("boundary", ["reflecting", "periodic"])
+def test_windowed_gaussian_lse_matches_dense_twin(boundary):
+    """The windowed log-domain kernel (envelope + certified truncation) against the dense log-sum-exp."""
+    grid = pde.Grid([[-5, 5]], [192], 1, 1.0, boundary)
+    K = HeatKernel(grid, 0.004, 1.0)
+    assert K.axes[0].window is not None
+    rng = np.random.default_rng(5)
+    x = grid.axes[0]
+    # scalings like those of a small-ν step: quadratic logs of both signs spanning ±1000, plus noise and zeros
+    U = np.stack([40 * x**2 + rng.normal(size=x.size), -35 * (x - 1) ** 2, rng.normal(size=x.size) * 300,
+                  np.where(np.abs(x) < 2, -x**2, -np.inf)])
+    ref = lse_apply_np(K.axes[0].logM, U)
+    out = K._lines(K.axes[0], U)
+    fin = np.isfinite(ref)
+    assert np.array_equal(fin, np.isfinite(out))
+    np.testing.assert_allclose(out[fin], ref[fin], rtol=1e-13, atol=1e-11)

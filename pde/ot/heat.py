@@ -89,7 +89,7 @@ class _Axis:
     def __init__(self, x, lo, hi, nu, s, boundary, min_cells):
         n = x.size
         h = (hi - lo) / n
-        self.x, self.fine = x, None
+        self.x, self.fine, self.window, self.boundary = x, None, None, boundary
         if s <= 0.0 or nu <= 0.0:
             self.kind = "identity"
             with np.errstate(divide="ignore"):
@@ -100,6 +100,9 @@ class _Axis:
             if sig >= min_cells * h:
                 self.kind = "gaussian"
                 self.logM = gaussian_log_matrix(x, x, lo, hi, var, boundary, h)
+                # one image on each side is all there is: the log domain may use the windowed kernel
+                self.window = (h * h / (2.0 * var), math.log(h) - 0.5 * math.log(2.0 * math.pi * var)) \
+                    if 40.0 * sig < (hi - lo) else None
             else:
                 m = min(MAX_REFINE, int(math.ceil(h / sig)) | 1)
                 hf = h / m
@@ -198,6 +201,14 @@ class HeatKernel:
         """log P_s along one axis for lines U (R, n) of log values."""
         if ax.fine is not None:
             U = ax.to_fine(U)
+        if ax.window is not None and self._lse == "numba":
+            from ._lse import lse_gauss_lines
+
+            n = U.shape[1]
+            ext = (U[:, ::-1], U, U[:, ::-1]) if ax.boundary == "reflecting" else (U, U, U)
+            out = np.empty_like(U)
+            lse_gauss_lines(np.concatenate(ext, axis=1), n, ax.window[0], ax.window[1], 50.0, out, size=U.size * 16)
+            return out
         if self._lse == "numpy":
             return lse_apply_np(ax.logM, U)
         from ._lse import lse_rows
