@@ -30,6 +30,15 @@ potentials spanning hundreds of orders of magnitude, so an absolute error of
   far field, where u'' jumps over a few cells, and the model's error there
   reached e^{20}.)
 
+In the log domain (:meth:`HeatKernel.log_apply`) each axis is a log-sum-exp
+over the same matrix; when the kernel reaches no further than one image on
+each side (40σ < L), the Numba kernel ``lse_gauss_lines`` works on the line
+extended by its mirror images (periodic: copies), finds the exact max-plus
+value of every output from the lower envelope of parabolas, and sums outward
+from the maximiser only while a term above e^{−50} of it is still possible
+(prefix/suffix maxima bound the rest): the same result as the dense
+log-sum-exp (tested to 1e-13) with 2–6× fewer exponentials.
+
 ``apply_dct`` applies the same semigroup by a DCT-II pair with the continuous
 symbol exp(−νs k²) on the cosine modes — O(N log N), exact on the modes the
 grid carries, but with an error of 1e-16 · max|f| in absolute terms and
