@@ -279,3 +279,12 @@ def test_data_with_exact_zeros_on_a_non_square_grid():
     per = np.array(sol.meta["mass_error_per_level"])
     assert per.max() < 5e-3 and np.sort(per)[-2] < 1e-4, per
     assert abs(sol.meta["primal_dual_gap"]) < 1e-12 and sol.meta["optimality_residual"] < 1e-8
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs(capsys):
+    from benchmarks import bench_ot_entropic
+
+    assert bench_ot_entropic.main(["--quick", "--no-write"]) == 0
+    out = capsys.readouterr().out
+    assert "### 2D Gaussian otflow step" in out and "### Small ν" in out and "FAILED" not in out

@@ -51,16 +51,17 @@ def check_kernel_resolution(nu: float, T: float, h: float) -> float:
 
     The scalings a, b of the Gaussian step have widths of order σ as ν → 0
     (their variances are O(2νT) in the closed form), and the sampled kernel's
-    mass error is 2·exp(−2π²(σ/h)²): 5e-9 at σ = h, 1.4e-2 at σ = h/2.
+    mass error is 2·exp(−2π²(σ/h)²): 5e-9 at σ = h, 1.4e-2 at σ = h/2. Measured
+    on the 1D Gaussian step at n = 128 (docs/ot-entropic.md): max L1(ρ_t) 8e-6 at
+    σ = h, 3e-3 at 0.7h, 6e-2 at 0.5h, a blow-up at 0.4h.
     """
     cells = math.sqrt(2.0 * nu * T) / h
     if cells < MIN_KERNEL_CELLS:
-        eps_hint = None
         raise EntropicInputError(
             f"the heat kernel of the entropic step is not resolved: ε = 2νλ with nu={nu:g} gives a kernel width "
             f"sqrt(2 nu T) = {math.sqrt(2 * nu * T):.3g} < {MIN_KERNEL_CELLS:g}·h = {MIN_KERNEL_CELLS * h:.3g} "
             f"(h = {h:.3g}); use nu = 0 (the back-and-forth route of method 'ot') or a grid with "
-            f"h <= {math.sqrt(2 * nu * T) / MIN_KERNEL_CELLS:.3g}" + ("" if eps_hint is None else eps_hint))
+            f"h <= {math.sqrt(2 * nu * T) / MIN_KERNEL_CELLS:.3g}")
     return cells
 
 
