@@ -99,7 +99,7 @@ def bench_engines(lines, quick):
     n = 48 if quick else 128
     problem = gaussian_2d(0.1)
     lines.append(f"### Scaling vs log domain (same problem, {n}², ν = 0.1), Numba log-sum-exp vs its NumPy twin\n")
-    lines.append("| engine | iterations | Sinkhorn [s] | per iteration [ms] | max |Δρ| vs scaling |")
+    lines.append("| engine | iterations | Sinkhorn [s] | per iteration [ms] | max abs Δρ vs scaling |")
     lines.append("|---|---|---|---|---|")
     entropic.solve_entropic(problem, n=32, nt=2, domain="log")  # compile / load the Numba cache
     ref = None
