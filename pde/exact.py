@@ -250,6 +250,14 @@ class OTFlowEntropicGaussian(OTFlowGaussian):
         base = super().phi(x, t)
         return base + self.nu * self.lam * np.log1p(self.A * (self.T - t) / self.lam).sum()
 
+    def probability_flow_velocity(self, x, t: float):
+        """−∇φ/λ − ν∇log ρ_t: the velocity of the deterministic flow with the same marginals.
+
+        :meth:`velocity` is the optimal control, the drift of the diffusion; an ODE
+        model (a CNF) that reproduces ρ_t has this velocity instead.
+        """
+        return self.velocity(x, t) - self.nu * self.law(t).score(self._z(x) @ self.Q.T)
+
 
 class SGMExact(ClosedForm):
     """sgm: φ = -log η(·, T - t), ρ_t = η_{T-t}, v* = β ∇log η."""
