@@ -288,3 +288,26 @@ def test_benchmark_script_runs(capsys):
     assert bench_ot_entropic.main(["--quick", "--no-write"]) == 0
     out = capsys.readouterr().out
     assert "### 2D Gaussian otflow step" in out and "### Small ν" in out and "FAILED" not in out
+
+
+def test_absorbed_log_domain_matches_the_log_sum_exp():
+    """Absorption (BLAS) against the dense log-sum-exp on 2D log values spanning ±2800, with zeros."""
+    grid = pde.Grid([[-5.5, 5.5], [-5.5, 5.5]], [96, 96], 1, 1.0)
+    nu = (1.05 * grid.h[0]) ** 2 / 2
+    K = HeatKernel(grid, nu, 1.0)
+    Kref = HeatKernel(grid, nu, 1.0, lse="numpy", absorb=False)
+    X, Y = grid.mesh()
+    for U in (60 * X**2 + 35 * X * Y, -60 * X**2 - 35 * X * Y + 3 * Y**2, np.where(np.abs(X) < 2, -X**2, -np.inf)):
+        ref = Kref.log_apply(U)
+        out = K.log_apply(U)
+        fin = np.isfinite(ref)
+        assert np.array_equal(fin, np.isfinite(out))
+        np.testing.assert_allclose(out[fin], ref[fin], rtol=1e-14, atol=1e-11)
+    from pde.ot.heat import absorbed_lines
+
+    # lines whose values no row/column split brings within range are left to the log-sum-exp
+    U = np.random.default_rng(1).normal(size=X.shape) * 1000
+    _, rest = absorbed_lines(K.axes[1].logM, U)
+    assert rest.size == U.shape[0]
+    ref, out = Kref.log_apply(U), K.log_apply(U)
+    np.testing.assert_allclose(out, ref, rtol=1e-14, atol=1e-10)

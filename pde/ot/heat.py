@@ -54,7 +54,7 @@ import math
 import numpy as np
 from scipy import fft, special
 
-__all__ = ["GAUSS_MIN_CELLS", "MAX_REFINE", "HeatKernel", "gaussian_log_matrix", "lse_apply_np"]
+__all__ = ["GAUSS_MIN_CELLS", "MAX_REFINE", "HeatKernel", "gaussian_log_matrix", "absorbed_lines", "lse_apply_np"]
 
 #: σ/h above which the sampled Gaussian (images) matrix is used directly; below it the refined one
 GAUSS_MIN_CELLS = 1.0
@@ -62,6 +62,10 @@ GAUSS_MIN_CELLS = 1.0
 ROUGH = 2.0
 #: nodes of the Lagrange stencil of the refined kernel's interpolation (6: O(h⁶) on smooth log f)
 STENCIL = 6
+#: largest spread of log values (after absorbing row and column functions) the absorbed application accepts
+ABSORB_RANGE = 400.0
+#: smallest block of lines the absorbed application splits down to before the log-sum-exp takes over
+MIN_BLOCK = 4
 #: largest refinement factor of the ``refined`` kernel (σ < h/MAX_REFINE: sampled at h/MAX_REFINE)
 MAX_REFINE = 63
 
@@ -159,6 +163,59 @@ class _Axis:
         return np.where(smooth, cubic, linear)
 
 
+def _absorbed_block(logM, U):
+    """log Σ_l exp(logM[i, l] + U[r, l]) by absorption, or None when the block's values do not fit.
+
+    U = s_r + f_l + R[r, l] with f the column means (over finite entries) and s_r the row
+    maxima of U − f, so R ≤ 0; with M̃ = exp(logM + f − c), c_i = max_l (logM[i, l] + f_l),
+    the result is s_r + c_i + log (e^R M̃ᵀ)[r, i], a BLAS product of numbers in range.
+    Entries of M̃ below e^{−708} are lost; relative to the sum, which is at least e^{R[r, l*]}
+    with l* the row maximiser of M̃, that is below n·e^{−708+ABSORB_RANGE}: the block is
+    accepted only when min R ≥ −ABSORB_RANGE and every sum is > 1e-290.
+    """
+    fin = np.isfinite(U)
+    cnt = fin.sum(0)
+    with np.errstate(invalid="ignore"):
+        f = np.where(cnt > 0, np.where(fin, U, 0.0).sum(0) / np.maximum(cnt, 1), 0.0)
+        V = np.where(fin, U - f[None, :], -np.inf)
+    s = V.max(1)
+    live = np.isfinite(s)
+    R = V[live] - s[live, None]
+    if R.size and R[np.isfinite(R)].min() < -ABSORB_RANGE:
+        return None
+    lMt = logM + f[None, :]
+    c = lMt.max(1)
+    if not np.all(np.isfinite(c)):
+        return None
+    S = np.exp(R) @ np.exp(lMt - c[:, None]).T
+    if not (np.all(np.isfinite(S)) and np.all(S > 1e-290)):
+        return None
+    out = np.full((U.shape[0], logM.shape[0]), -np.inf)
+    out[live] = s[live, None] + c[None, :] + np.log(S)
+    return out
+
+
+def absorbed_lines(logM, U):
+    """Absorbed log-domain application over blocks of lines, halving a block that does not fit.
+
+    Returns (out, rest): out (R, m) filled except for the rows ``rest`` (blocks of at most
+    :data:`MIN_BLOCK` lines that even halving could not bring within range).
+    """
+    out = np.empty((U.shape[0], logM.shape[0]))
+    rest = []
+    todo = [np.arange(U.shape[0])]
+    while todo:
+        rows = todo.pop()
+        res = _absorbed_block(logM, U[rows])
+        if res is not None:
+            out[rows] = res
+        elif rows.size <= MIN_BLOCK:
+            rest.append(rows)
+        else:
+            todo += [rows[: rows.size // 2], rows[rows.size // 2:]]
+    return out, (np.concatenate(rest) if rest else np.zeros(0, dtype=int))
+
+
 def lse_apply_np(logM: np.ndarray, U: np.ndarray) -> np.ndarray:
     """NumPy twin of the log-sum-exp kernel: out[r, i] = log Σ_l exp(logM[i, l] + U[r, l])."""
     return special.logsumexp(logM[None, :, :] + U[:, None, :], axis=-1)
@@ -172,10 +229,15 @@ class HeatKernel:
         nu: diffusion ν.
         s: time of the semigroup.
         lse: "numba" (default) or "numpy": the log-sum-exp implementation.
+        min_cells: σ/h below which the refined kernel is used.
+        absorb: apply the log domain by absorption first (default), the log-sum-exp only where
+            that cannot keep the numbers in range.
     """
 
-    def __init__(self, grid, nu: float, s: float, lse: str = "numba", min_cells: float = GAUSS_MIN_CELLS):
+    def __init__(self, grid, nu: float, s: float, lse: str = "numba", min_cells: float = GAUSS_MIN_CELLS,
+                 absorb: bool = True):
         self.grid, self.nu, self.s = grid, float(nu), float(s)
+        self.absorb = bool(absorb)
         cache = {}
         self.axes = []
         for x, (lo, hi) in zip(grid.axes, grid.domain):
@@ -237,9 +299,21 @@ class HeatKernel:
     # -- log domain -----------------------------------------------------------
 
     def _lines(self, ax: _Axis, U):
-        """log P_s along one axis for lines U (R, n) of log values."""
+        """log P_s along one axis for lines U (R, n) of log values.
+
+        First by absorption (:func:`absorbed_lines`, BLAS), and by a log-sum-exp for
+        the blocks of lines whose log values it cannot bring within range.
+        """
         if ax.fine is not None:
             U = ax.to_fine(U)
+        if not self.absorb or U.shape[0] < MIN_BLOCK:  # one line (1D): the exponentials of M̃ cost more
+            return self._lse_lines(ax, U)
+        out, rest = absorbed_lines(ax.logM, U)
+        if rest.size:
+            out[rest] = self._lse_lines(ax, U[rest])
+        return out
+
+    def _lse_lines(self, ax: _Axis, U):
         if ax.window is not None and self._lse == "numba":
             from ._lse import lse_gauss_lines
 
