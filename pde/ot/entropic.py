@@ -39,7 +39,7 @@ __all__ = ["solve_entropic", "check_kernel_resolution", "EntropicInputError", "M
 #: smallest σ/h, σ = √(2νT), for which the grid resolves the heat kernel (docs/ot-entropic.md)
 MIN_KERNEL_CELLS = 1.0
 
-_OPTIONS = ("kernel", "domain", "translation_invariant", "lse", "progress", "check_resolution")
+_OPTIONS = ("kernel", "domain", "translation_invariant", "lse", "absorb", "relax", "progress", "check_resolution")
 
 
 class EntropicInputError(ValueError):
@@ -81,7 +81,8 @@ def _check_problem(problem: MFGProblem):
         raise EntropicInputError("the entropic route needs b = 0 and c = 0")
 
 
-def schrodinger_levels(log_a, log_b, grid, nu: float, lam: float, lse: str = "numba", scaling: bool = True):
+def schrodinger_levels(log_a, log_b, grid, nu: float, lam: float, lse: str = "numba", scaling: bool = True,
+                       absorb: bool = True):
     """ρ and φ at every time level of ``grid`` from the converged scalings.
 
     ρ_t = (P_t a)(P_{T−t} b), φ_t = 1 − ε log P_{T−t} b, ε = 2νλ. With
@@ -100,7 +101,7 @@ def schrodinger_levels(log_a, log_b, grid, nu: float, lam: float, lse: str = "nu
     def heat(s):
         key = round(s / T, 14)
         if key not in cache:
-            cache[key] = HeatKernel(grid, nu, s, lse=lse, min_cells=min_cells)
+            cache[key] = HeatKernel(grid, nu, s, lse=lse, min_cells=min_cells, absorb=absorb)
         return cache[key]
 
     if scaling:
@@ -132,6 +133,8 @@ def solve_entropic(problem: MFGProblem, n=None, nt=None, tol: float = 1e-10, max
         domain: "auto" (default), "scaling" or "log".
         translation_invariant: exact rescaling step (default True).
         lse: "numba" (default) or "numpy" log-sum-exp.
+        absorb: log domain by absorption first (default True).
+        relax: over-relaxation of the b-update (default 1).
         check_resolution: raise when σ = √(2νT) < h (default True).
         progress: accepted and ignored (the solve takes seconds).
 
@@ -160,12 +163,14 @@ def solve_entropic(problem: MFGProblem, n=None, nt=None, tol: float = 1e-10, max
     t_s = time.perf_counter()
     res = sinkhorn_neumann(rho0, gamma, grid, problem.T, problem.nu, problem.lam, balanced=False, tol=tol,
                            max_iter=max_iter, kernel=opts.get("kernel", "dense"), domain=opts.get("domain", "auto"),
-                           translation_invariant=opts.get("translation_invariant", True), lse=lse)
+                           translation_invariant=opts.get("translation_invariant", True), lse=lse,
+                           absorb=opts.get("absorb", True), relax=opts.get("relax", 1.0))
     sink_s = time.perf_counter() - t_s
     info = res.info
     t_l = time.perf_counter()
     scaling = info["engine"] == "scaling" and np.max(np.abs(res.log_a)) < 640 and np.max(np.abs(res.log_b)) < 640
-    rho, phi, kinds = schrodinger_levels(res.log_a, res.log_b, grid, problem.nu, problem.lam, lse=lse, scaling=scaling)
+    rho, phi, kinds = schrodinger_levels(res.log_a, res.log_b, grid, problem.nu, problem.lam, lse=lse, scaling=scaling,
+                                         absorb=opts.get("absorb", True))
     levels_s = time.perf_counter() - t_l
     mass = grid.integrate(rho)
     eps = info["epsilon"]

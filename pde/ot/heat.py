@@ -30,8 +30,10 @@ potentials spanning hundreds of orders of magnitude, so an absolute error of
   far field, where u'' jumps over a few cells, and the model's error there
   reached e^{20}.)
 
-In the log domain (:meth:`HeatKernel.log_apply`) each axis is a log-sum-exp
-over the same matrix; when the kernel reaches no further than one image on
+In the log domain (:meth:`HeatKernel.log_apply`) each axis is first applied by
+absorption (:func:`absorbed_lines`: row and column functions of the log values
+moved into the kernel, one BLAS product of numbers in range, blocks of lines
+halved until they fit) and otherwise by a log-sum-exp over the same matrix; when the kernel reaches no further than one image on
 each side (40σ < L), the Numba kernel ``lse_gauss_lines`` works on the line
 extended by its mirror images (periodic: copies), finds the exact max-plus
 value of every output from the lower envelope of parabolas, and sums outward

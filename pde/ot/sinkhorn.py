@@ -94,7 +94,7 @@ def _logs(x):
 def sinkhorn_neumann(rho0, target, grid, T: float, nu: float, lam: float, balanced: bool = False, *,
                      tol: float = 1e-10, max_iter: int = 20000, kernel: str = "dense", domain: str = "auto",
                      translation_invariant: bool = True, log_b0=None, lse: str = "numba",
-                     heat: HeatKernel | None = None, relax: float = 1.0) -> SinkhornResult:
+                     heat: HeatKernel | None = None, relax: float = 1.0, absorb: bool = True) -> SinkhornResult:
     """Entropic OT on a box with the heat kernel as Gibbs kernel (module docstring).
 
     Args:
@@ -113,6 +113,8 @@ def sinkhorn_neumann(rho0, target, grid, T: float, nu: float, lam: float, balanc
         log_b0: optional warm start for log b.
         lse: "numba" or "numpy" log-sum-exp (log domain).
         heat: a prebuilt kernel P_T (must match grid, ν, T).
+        relax: over-relaxation ω of the b-update (1: plain Sinkhorn).
+        absorb: log domain by absorption first (see :class:`~pde.ot.heat.HeatKernel`).
 
     Returns:
         :class:`SinkhornResult`.
@@ -146,7 +148,7 @@ def sinkhorn_neumann(rho0, target, grid, T: float, nu: float, lam: float, balanc
         renorm = {"rho0_mass": m0, "target_mass": m1}
     eps = 2.0 * nu * lam
     p = 1.0 if balanced else 1.0 / (1.0 + eps)
-    K = heat if heat is not None else HeatKernel(grid, nu, T, lse=lse, min_cells=0.0)
+    K = heat if heat is not None else HeatKernel(grid, nu, T, lse=lse, min_cells=0.0, absorb=absorb)
     if kernel == "dct" and grid.boundary != "reflecting":
         raise ValueError("kernel='dct' needs reflecting walls")
     Kop = K.apply if kernel == "dense" else K.apply_dct
