@@ -31,8 +31,8 @@ and D ≤ primal, with equality at the optimum; the gap is reported.
 
 Engines: ``scaling`` keeps a, b as arrays and applies K with dense 1D
 matrices (or a DCT, ``kernel="dct"``); ``log`` keeps log a, log b and applies
-K by a log-sum-exp along each axis (never over- or underflows, O(N·n) exp
-evaluations per application). ``auto`` starts in the scaling domain and moves
+K along each axis by absorption (BLAS on rescaled numbers) or, where that
+cannot keep them in range, by a log-sum-exp (never over- or underflows). ``auto`` starts in the scaling domain and moves
 to the log domain, from the last finite iterate, as soon as a scaling or
 K-product leaves [1e-280, 1e280].
 """
