@@ -15,6 +15,7 @@ import time
 #: module, extra arguments (full run), extra arguments (quick run)
 BENCHMARKS = [
     ("benchmarks.bench_fd", [], ["--quick"]),
+    ("benchmarks.bench_ot_entropic", [], ["--quick"]),
     ("benchmarks.bench_fe", [], ["--cells-per-dim", "40", "--nt", "20"]),
     ("benchmarks.bench_ot", [], ["--quick"]),
     ("benchmarks.bench_neural", ["--quick"], ["--quick", "--only", "speed"]),  # CPU sizes; GPU: make gpu-check

@@ -23,6 +23,21 @@ g = 1 + log ρ_T - log γ = Σ_j (½A_j z_j² + B_j z_j + C_j) + 1, the HJB
     φ = Σ_j [½ A_j r_j z_j² + B_j r_j z_j - B_j² (T - t) r_j / (2λ) + C_j] + 1,
     r_j(t) = 1 / (1 + A_j (T - t)/λ).
 
+otflow with ν > 0 (same data, τ = T/λ, v = 2νT = τε, ε = 2νλ): the
+problem is entropic OT with a KL penalty on the second marginal (DESIGN
+"Static reformulations"); Gaussian couplings Y = αX + β + N(0, w) are optimal
+and the problem separates per eigen-direction. With q = 1/τ + 1/s₁²,
+stationarity of the static objective in (α, w) gives w = α v and
+
+    q τ s₀² α² + (q τ v − s₀²) α − τ − v = 0   (positive root),  s_T = √(α² s₀² + α v),
+
+m_T as for ν = 0 (the mean part does not see the noise), Cov(X₀, X_T) = α s₀².
+ρ_t is the Schrödinger bridge marginal, r = t/T: mean (1−r) m₀ + r m_T,
+variance (1−r)² s₀² + r² s_T² + 2r(1−r) α s₀² + v r(1−r). φ solves the
+viscous HJB with the same quadratic terminal g: the quadratic and linear
+coefficients are those of ν = 0 and the Laplacian adds
+ν λ log(1 + A(T − t)/λ) per direction to the constant.
+
 sgm: φ(x, t) = -log η(x, T - t), ρ_t = η_{T-t}, v* = β ∇log η(x, T - t),
 with η_s the OU marginal of the data (exact for mixtures and the toys);
 the constant running cost c = -βd/2 is kept so no further shift is needed.
@@ -55,6 +70,8 @@ from .solution import MFGSolution, package_versions
 __all__ = [
     "ClosedForm",
     "OTFlowGaussian",
+    "OTFlowEntropicGaussian",
+    "otflow_entropic_terminal_gaussian",
     "SGMExact",
     "WGFGaussian",
     "LQExact",
@@ -129,7 +146,7 @@ class OTFlowGaussian(ClosedForm):
         if problem.family != "otflow":
             raise NoClosedForm(f"OTFlowGaussian is for the otflow family (got {problem.family})")
         if problem.nu != 0.0:
-            raise NoClosedForm(f"the otflow closed form needs nu = 0 (got nu={problem.nu}); a viscous otflow has none")
+            raise NoClosedForm(f"OTFlowGaussian needs nu = 0 (got nu={problem.nu}); nu > 0 is OTFlowEntropicGaussian")
         self.problem = problem
         m0, S0 = _single_gaussian(problem.rho0, "the data")
         m1, S1 = _single_gaussian(problem.reference, "the reference")
@@ -184,6 +201,70 @@ class OTFlowGaussian(ClosedForm):
 
     def terminal_law(self) -> GaussianMixture:
         return self.law(self.T)
+
+
+def otflow_entropic_terminal_gaussian(m0, s0, m1, s1, tau, v):
+    """Per-direction entropic JKO step of KL(·‖N(m1, s1²)) from N(m0, s0²) (see module docstring).
+
+    Minimises over Y = αX + β + N(0, w): (m − m0)²/(2τ) + [(α−1)² s0² + w]/(2τ) − (ε/2) log w
+    + KL(N(m, α²s0² + w) ‖ N(m1, s1²)) with ε = v/τ. Arrays broadcast; returns (m_T, s_T, α).
+    """
+    m0, s0, m1, s1 = (np.asarray(x, dtype=float) for x in (m0, s0, m1, s1))
+    mT, _ = otflow_terminal_gaussian(m0, s0, m1, s1, tau)
+    q = 1.0 / tau + 1.0 / (s1 * s1)
+    A2 = q * tau * s0 * s0
+    A1 = q * tau * v - s0 * s0
+    A0 = -(tau + v)
+    alpha = (-A1 + np.sqrt(A1 * A1 - 4.0 * A2 * A0)) / (2.0 * A2)
+    sT = np.sqrt(alpha * alpha * s0 * s0 + alpha * v)
+    return mT, sT, alpha
+
+
+class OTFlowEntropicGaussian(OTFlowGaussian):
+    """otflow with Gaussian data and reference, ν > 0: the Schrödinger half-bridge (module docstring)."""
+
+    def __init__(self, problem: MFGProblem):
+        if problem.family != "otflow":
+            raise NoClosedForm(f"OTFlowEntropicGaussian is for the otflow family (got {problem.family})")
+        if not problem.nu > 0.0:
+            raise NoClosedForm(f"OTFlowEntropicGaussian needs nu > 0 (got nu={problem.nu}); use OTFlowGaussian")
+        self.problem = problem
+        m0, S0 = _single_gaussian(problem.rho0, "the data")
+        m1, S1 = _single_gaussian(problem.reference, "the reference")
+        Q = _common_eigenbasis(S0, S1)
+        self.Q, self.lam, self.T, self.nu = Q, problem.lam, problem.T, problem.nu
+        tau = problem.T / problem.lam
+        self.v = 2.0 * problem.nu * problem.T
+        z0, z1 = Q.T @ m0, Q.T @ m1
+        s0 = np.sqrt(np.diag(Q.T @ S0 @ Q))
+        s1 = np.sqrt(np.diag(Q.T @ S1 @ Q))
+        zT, sT, alpha = otflow_entropic_terminal_gaussian(z0, s0, z1, s1, tau, self.v)
+        self.z0, self.s0, self.zT, self.sT, self.z1, self.s1, self.alpha = z0, s0, zT, sT, z1, s1, alpha
+        self.A = 1.0 / s1**2 - 1.0 / sT**2
+        self.B = zT / sT**2 - z1 / s1**2
+        self.C = -(zT**2) / (2 * sT**2) + z1**2 / (2 * s1**2) + np.log(s1 / sT)
+        if np.any(1.0 + self.A * self.T / self.lam <= 0):
+            raise NoClosedForm("the quadratic HJB solution blows up before t = 0 (1 + A T/λ <= 0)")
+
+    def moments(self, t: float):
+        """Mean and covariance of the bridge marginal ρ_t in the original coordinates."""
+        r = t / self.T
+        z = self.z0 + r * (self.zT - self.z0)
+        var = ((1 - r) ** 2 * self.s0**2 + r**2 * self.sT**2 + 2 * r * (1 - r) * self.alpha * self.s0**2
+               + self.v * r * (1 - r))
+        return self.Q @ z, self.Q @ np.diag(var) @ self.Q.T
+
+    def phi(self, x, t: float):
+        base = super().phi(x, t)
+        return base + self.nu * self.lam * np.log1p(self.A * (self.T - t) / self.lam).sum()
+
+    def probability_flow_velocity(self, x, t: float):
+        """−∇φ/λ − ν∇log ρ_t: the velocity of the deterministic flow with the same marginals.
+
+        :meth:`velocity` is the optimal control, the drift of the diffusion; an ODE
+        model (a CNF) that reproduces ρ_t has this velocity instead.
+        """
+        return self.velocity(x, t) - self.nu * self.law(t).score(self._z(x) @ self.Q.T)
 
 
 class SGMExact(ClosedForm):
@@ -325,7 +406,7 @@ def closed_form(problem: MFGProblem) -> ClosedForm:
     """The closed form that applies to ``problem``; raises NoClosedForm otherwise."""
     fam = problem.family
     if fam == "otflow" and isinstance(problem.terminal, KLTerminal):
-        return OTFlowGaussian(problem)
+        return OTFlowEntropicGaussian(problem) if problem.nu > 0 else OTFlowGaussian(problem)
     if fam == "sgm" and isinstance(problem.terminal, FixedTerminal):
         return SGMExact(problem)
     if fam == "wgf":
@@ -334,8 +415,8 @@ def closed_form(problem: MFGProblem) -> ClosedForm:
         return LQExact(problem)
     if fam == "bridge":
         return bridge_closed_form(problem)
-    raise NoClosedForm(f"no closed form for family {fam!r}; closed forms exist for otflow (Gaussian, ν = 0), "
-                       "sgm (any data law here), wgf (Gaussian) and lq (Gaussian mixture)")
+    raise NoClosedForm(f"no closed form for family {fam!r}; closed forms exist for otflow (Gaussian, ν ≥ 0), "
+                       "sgm (any data law here), wgf (Gaussian), lq (Gaussian mixture) and bridge (Gaussian)")
 
 
 def solve_exact(problem: MFGProblem, n=None, nt=None, **_ignored) -> MFGSolution:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import pytest
@@ -196,12 +195,23 @@ def test_bad_options():
         solve_ot(prob)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pde.ot.entropic") is not None,
-                    reason="the entropic route is present; its own tests cover nu > 0")
-def test_positive_nu_without_entropic_route_says_so():
-    prob = pde.otflow(pde.Gaussian([0.0], [[1.0]]), domain=[[-6, 6]], nu=0.1)
-    with pytest.raises(OTInputError, match="entropic route"):
-        solve_ot(prob)
+def test_positive_nu_goes_to_the_entropic_route():
+    """ν > 0 otflow through ``pde.solve(.., "ot")`` is the entropic route, and matches its Gaussian closed form.
+
+    The entropic route reaches the box floor (~1e-8, docs/ot.md) at this grid; 1e-6 leaves room for the
+    Sinkhorn tolerance while still failing on any wrong scaling exponent or time-level formula (those give >1e-2).
+    """
+    prob = pde.otflow(pde.Gaussian([0.5], [[0.6]]), domain=[[-6, 6]], nu=0.1, n=[256], nt=8)
+    sol = pde.solve(prob, "ot")
+    assert sol.meta["route"] == "entropic"
+    cf = pde.closed_form(prob)
+    grid = prob.grid()
+    h = grid.h[0]
+    for k in (4, 8):
+        exact = cf.rho(grid.points(), float(sol.t[k])).reshape(sol.rho[k].shape)
+        assert h * np.abs(sol.rho[k] - exact).sum() < 1e-6
+    with pytest.raises(ValueError, match="bfm_iter"):
+        pde.solve(prob, "ot", bfm_iter=3)  # a ν = 0 option is refused by the entropic route, by name
 
 
 def test_back_and_forth_ascent_raises_the_dual_monotonically():

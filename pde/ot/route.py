@@ -193,17 +193,20 @@ def _check(problem: MFGProblem, push: str, tol, max_iter):
         raise OTInputError(f"max_iter={max_iter!r}; expected a positive integer")
 
 
-def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float = 1e-6, max_iter: int = 2000, *, accept_tol: float = 3e-4,
+def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float | None = None, max_iter: int | None = None, *,
+             accept_tol: float = 3e-4,
              push: str = "jacobian", progress=None, **options) -> MFGSolution:
     """Solve an otflow or wgf problem by the static OT route (see the module docstring).
 
     Args:
         problem: an otflow or wgf problem on a reflecting box (1D or 2D).
         n, nt: grid overrides (n: nodes per dimension, each >= 16).
-        tol: marginal error ‖μ − S#ρ_T‖₁ at which a JKO step's polish stops.
+        tol: ν = 0: marginal error ‖μ − S#ρ_T‖₁ at which a JKO step's polish stops (default 1e-6);
+            ν > 0: the Sinkhorn tolerance of :func:`pde.ot.entropic.solve_entropic` (its default when None).
         accept_tol: the largest marginal error accepted from a polish that stalled above ``tol``
             (:func:`pde.ot.bfm.jko_step`); a larger one raises.
-        max_iter: polish iterations per grid level and JKO step.
+        max_iter: ν = 0: polish iterations per grid level and JKO step (default 2000); ν > 0: Sinkhorn
+            iterations (the entropic route's default when None).
         push: ``"jacobian"`` or ``"cic"`` for the time levels (:mod:`pde.ot.interpolate`).
         progress: optional ``progress(it, residual, info)``.
         **options: ``bfm_iter`` (0): back-and-forth ascent iterations on the coarsest level before
@@ -216,12 +219,12 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float = 1e-6, max_iter: 
         OTInputError, OTConvergenceError (with ``.history``).
     """
     if isinstance(problem, MFGProblem) and problem.family == "otflow" and problem.nu > 0:
-        try:
-            from .entropic import solve_entropic
-        except ImportError as exc:
-            raise OTInputError(f"otflow with nu={problem.nu:g} > 0 needs the entropic route (pde.ot.entropic), which "
-                               f"is not available here ({exc}); solve with nu = 0 or use method 'fd'") from None
-        return solve_entropic(problem, n=n, nt=nt, tol=tol, max_iter=max_iter, progress=progress, **options)
+        from .entropic import solve_entropic
+
+        given = {k: v for k, v in (("tol", tol), ("max_iter", max_iter)) if v is not None}
+        return solve_entropic(problem, n=n, nt=nt, progress=progress, **given, **options)
+    tol = 1e-6 if tol is None else tol
+    max_iter = 2000 if max_iter is None else max_iter
     _check(problem, push, tol, max_iter)
     if not (isinstance(accept_tol, (int, float)) and math.isfinite(accept_tol) and accept_tol > 0):
         raise OTInputError(f"accept_tol={accept_tol!r}; expected a positive number")
