@@ -226,7 +226,7 @@ class _Core:
         if reason < 0:
             raise FESolveError(f"{what}: the linear solver diverged (PETSc reason {reason} after {its} iterations); "
                                "try -mfgfe_pc_type lu or a smaller time step")
-        out = x.array.copy()
+        out = x.array_r.copy()
         b.destroy(), x.destroy()
         return out
 
@@ -629,7 +629,8 @@ def _outer_newton(core: _Core, coupling, rho0, rtol: float, maxit: int):
         return phis, rhos
 
     def residual(snes, X, F):
-        U = X.array.copy()
+        # SNES hands X locked for reading (PETSc >= 3.19 enforces it): read-only access
+        U = X.array_r.copy()
         _, rhos = G(U)
         F.array[:] = coupling.weight * (U - coupling.image(rhos))
 
@@ -656,7 +657,7 @@ def _outer_newton(core: _Core, coupling, rho0, rtol: float, maxit: int):
     if reason < 0:
         raise FESolveError(f"the coupling Newton (SNES) failed: PETSc reason {reason} after {its} iterations, residual "
                            f"history {hist}; try a smaller time step or a finer mesh")
-    phis, rhos = G(X.array.copy())
+    phis, rhos = G(X.array_r.copy())
     X.destroy(), F.destroy(), snes.destroy()
     return phis, rhos, {"outer_newton_iterations": its, "outer_gmres_iterations": lits,
                         "outer_residual_history": hist, "coupling_sweeps": state["evals"]}

@@ -245,7 +245,7 @@ class SpaceTimeNewton:
             self.ksp.setOperators(J)
             self.ksp.solve(b, x)
             reason = self.ksp.getConvergedReason()
-            dZ = x.array.copy()
+            dZ = x.array_r.copy()
             J.destroy(), b.destroy(), x.destroy()
             if reason < 0:
                 raise FESolveError(f"space-time Newton: the linear solve failed (PETSc reason {reason})")
