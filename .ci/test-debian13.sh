@@ -11,7 +11,7 @@
 #      happens).
 #   3. Copies the working tree (tracked and untracked-but-not-ignored files,
 #      uncommitted edits included) to /root/mfglab inside, then runs
-#      `make setup` and `make test` there, timing both.
+#      `.ci/setup.sh` and `make test` there, timing both.
 #
 #   bash .ci/test-debian13.sh            # build if needed, then test
 #   bash .ci/test-debian13.sh --prepare  # only build the chroot
@@ -70,6 +70,13 @@ for d in proc sys dev; do
     fi
 done
 $SUDO cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# CA certificates added on the host (a TLS-inspecting proxy's, for example) so
+# that apt and pip inside reach the same registries as the host does.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    $SUDO mkdir -p "$ROOT/usr/local/share/ca-certificates"
+    $SUDO cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+    $SUDO chroot "$ROOT" update-ca-certificates >/dev/null 2>&1 || true
+fi
 
 # --- 3. the working tree, then setup and tests ------------------------------
 log "copying the working tree of $SRC"
@@ -78,9 +85,6 @@ $SUDO mkdir -p "$ROOT$DEST"
 git -C "$SRC" ls-files -z --cached --others --exclude-standard \
     | (cd "$SRC" && tar --null --ignore-failed-read -T - -cf - 2>/dev/null) \
     | $SUDO tar -xf - -C "$ROOT$DEST"
-# The venv lives outside the copy so a rerun does not download torch again.
-$SUDO mkdir -p "$ROOT/opt/mfglab-venv"
-$SUDO ln -sfn /opt/mfglab-venv "$ROOT$DEST/.venv"
 
 # A login-like environment; OpenMPI refuses root without these.
 $SUDO chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
@@ -88,12 +92,13 @@ $SUDO chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/
     DEST="$DEST" /bin/bash -s <<'EOF'
 set -uo pipefail
 cd "$DEST"
-# An empty venv folder (first run) is not a venv: let setup.sh make it.
-[ -x .venv/bin/python ] || rm -rf /opt/mfglab-venv/* 2>/dev/null
+# The venv lives outside the copy (/opt/mfglab-venv) so that a rerun does not
+# download torch again; .venv points at it once it exists.
 t0=$(date +%s)
-make setup || { echo "[test-debian13] setup failed"; exit 1; }
+MFGLAB_VENV=/opt/mfglab-venv bash .ci/setup.sh || { echo "[test-debian13] setup failed"; exit 1; }
+ln -sfn /opt/mfglab-venv .venv
 t1=$(date +%s)
-echo "[test-debian13] make setup: $(( t1 - t0 )) s"
+echo "[test-debian13] setup: $(( t1 - t0 )) s"
 .venv/bin/python - <<'PY'
 import sys, numpy
 try:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pde.io import FILE_FAMILIES, atomic_path, problem_from_dict
+from pde.io import atomic_path, problem_from_dict, problem_to_dict
 
 from ._compat import progress as _progress
 from .models import NeuralModel, get_model
@@ -109,28 +109,8 @@ def _dtype_name(dt: torch.dtype) -> str:
 # --------------------------------------------------------------------------
 
 
-def problem_spec(problem) -> dict | None:
-    """A problem-file dict that rebuilds ``problem`` (None for custom problems or non-serialisable laws)."""
-    if problem.family not in FILE_FAMILIES:
-        return None
-    try:
-        spec = {"family": problem.family, "name": problem.name, "T": problem.T,
-                "domain": [list(d) for d in problem.domain], "boundary": problem.boundary,
-                "data": problem.data.to_dict(), "grid": {"n": list(problem.n), "nt": problem.nt}}
-        if problem.family in ("otflow", "wgf"):
-            spec["reference"] = problem.reference.to_dict()
-        if problem.family == "otflow":
-            spec.update(nu=problem.nu, lam=problem.lam)
-        elif problem.family == "sgm":
-            spec["beta"] = float(problem.params["beta"])
-        elif problem.family == "wgf":
-            spec["tau"] = float(problem.params["tau"])
-        elif problem.family == "lq":
-            spec.update(nu=problem.nu, lam=problem.lam, q=problem.params["q"], qT=problem.params["qT"])
-        rebuilt = problem_from_dict(spec, where="checkpoint")
-    except (NotImplementedError, ValueError, TypeError, AttributeError):
-        return None
-    return spec if rebuilt.fingerprint() == problem.fingerprint() else None
+#: the problem-file dict of a problem (:func:`pde.io.problem_to_dict`); kept under its old name
+problem_spec = problem_to_dict
 
 
 # --------------------------------------------------------------------------
@@ -177,7 +157,7 @@ class TrainResult:
 
 def _save_checkpoint(path: Path, model, opt, *, name, config, problem, step, losses, parts, seed, dtype, train_cfg,
                      wall_time):
-    spec = problem_spec(problem)
+    spec = problem_to_dict(problem)
     obj = {
         "format": CKPT_FORMAT,
         "version": CKPT_VERSION,
@@ -237,6 +217,19 @@ def load_checkpoint(path, expect_model: str | None = None, map_location="cpu") -
     return ck
 
 
+def _problem_difference(ck: dict, problem) -> str:
+    """Which problem-file fields differ between the checkpoint's problem and ``problem``."""
+    saved = json.loads(ck["problem"]) if ck.get("problem") else None
+    given = problem_to_dict(problem)
+    if saved is None or given is None:
+        return (f"fingerprint {ck.get('problem_fingerprint')} in the checkpoint, {problem.fingerprint()} given; "
+                "the fields cannot be compared (a law without a problem-file form)")
+    keys = sorted(set(saved) | set(given))
+    diff = [f"{k}: {saved.get(k, '(absent)')!r} in the checkpoint, {given.get(k, '(absent)')!r} given"
+            for k in keys if saved.get(k) != given.get(k)]
+    return "; ".join(diff) if diff else f"fingerprints {ck.get('problem_fingerprint')} vs {problem.fingerprint()}"
+
+
 def _build(cls, problem, config, seed, dev, dt):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -263,17 +256,15 @@ def load(checkpoint, problem=None, device=None) -> TrainResult:
             raise CheckpointError(f"{path}: the problem was built in Python (custom); pass problem=...")
         problem = problem_from_dict(json.loads(ck["problem"]), where=str(path))
     elif problem.family != "custom" and ck.get("problem_fingerprint") not in (None, problem.fingerprint()):
-        raise CheckpointError(f"{path}: trained on another problem (fingerprint {ck['problem_fingerprint']}, "
-                              f"given {problem.fingerprint()})")
+        raise CheckpointError(f"{path}: trained on another problem: {_problem_difference(ck, problem)}")
     dev = resolve_device(device)
     dt = resolve_dtype(ck["dtype"])
     config = json.loads(ck["config"])
     model = _build(cls, problem, config, ck["seed"], dev, dt)
     try:
         model.load_state_dict(ck["state"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit model {ck['model']!r} with config {config}: "
-                              f"{str(exc).splitlines()[0]}") from None
+    except RuntimeError as exc:  # PyTorch's text lists every missing, unexpected and mis-shaped tensor
+        raise CheckpointError(f"{path}: weights do not fit model {ck['model']!r} with config {config}: {exc}") from None
     model.eval()
     parts = {k: v.numpy() for k, v in ck.get("parts", {}).items()}
     return TrainResult(model, problem, ck["model"], ck["losses"].numpy(), parts, float(ck.get("wall_time", 0.0)),
@@ -403,10 +394,17 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
     defaults = TRAIN_DEFAULTS[model]
-    batch = int(batch or defaults["batch"])
-    lr = float(lr or defaults["lr"])
-    if batch < 1 or not lr > 0:
-        raise ValueError(f"batch={batch}, lr={lr}; expected batch >= 1 and lr > 0")
+    if batch is None:
+        batch = defaults["batch"]
+    elif isinstance(batch, (bool, np.bool_)) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch={batch!r}; expected an integer >= 1 (None: the model's default "
+                         f"{defaults['batch']})")
+    if lr is None:
+        lr = defaults["lr"]
+    elif (isinstance(lr, (bool, np.bool_)) or not isinstance(lr, (int, float, np.floating, np.integer))
+          or not (math.isfinite(lr) and lr > 0)):
+        raise ValueError(f"lr={lr!r}; expected a finite learning rate > 0 (None: the model's default {defaults['lr']})")
+    batch, lr = int(batch), float(lr)
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule={schedule!r}; expected 'cosine' or 'constant'")
     ckpt = Path(out_dir) / CKPT_NAME if out_dir is not None else None
@@ -421,8 +419,8 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
                 f"(hyper-parameters saved vs given {clash}, seed {ck['seed']} vs {seed}, dtype {ck['dtype']} vs "
                 f"{_dtype_name(dt)}); use another out_dir or resume=False")
         if problem.family != "custom" and ck.get("problem_fingerprint") != problem.fingerprint():
-            raise CheckpointError(f"{ckpt}: cannot resume: it was trained on another problem; "
-                                  "use another out_dir or resume=False")
+            raise CheckpointError(f"{ckpt}: cannot resume: it was trained on another problem "
+                                  f"({_problem_difference(ck, problem)}); use another out_dir or resume=False")
         hparams = {**saved, **hparams}
     if model == "wgf" and "steps_per_block" not in hparams:
         K = int(round(problem.T / float(problem.params["tau"])))
@@ -452,7 +450,7 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
             net.load_state_dict(ck["state"])
             opt.load_state_dict(ck["optim"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{ckpt}: weights do not fit model {model!r}: {str(exc).splitlines()[0]}") from None
+            raise CheckpointError(f"{ckpt}: weights do not fit model {model!r}: {exc}") from None
         # the saved groups carry the saving run's lr type and capturable flag: restore this run's
         for g in opt.param_groups:
             g["capturable"] = use_graph

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import platform
 import sys
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -159,10 +161,11 @@ class MFGSolution:
                 extras = {k: z[k] for k in files - set(CORE_ARRAYS)}
                 return cls(z["t"], axes, z["rho"], z["phi"], meta=meta, extras=extras,
                            status=meta.get("status", "unknown"))
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             if isinstance(exc, ValueError) and "mfglab" in str(exc):
                 raise
-            raise ValueError(f"{path}: cannot read solution file ({exc})") from None
+            raise ValueError(f"{path}: cannot read solution file, truncated or not an .npz "
+                             f"({type(exc).__name__}: {exc})") from None
 
     def summary(self) -> str:
         m = self.mass()

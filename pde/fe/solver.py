@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..memory import check_memory
 from ..problem import FixedTerminal, KLTerminal, LQCoupling, LQTerminal, MFGProblem, NoCoupling
 from ..solution import MFGSolution, package_versions
 from . import _dolfinx_adapter as A
@@ -52,6 +53,12 @@ DEFAULT_KSP = {"ksp_type": "gmres", "pc_type": "bjacobi", "sub_pc_type": "ilu", 
 #: density floor (relative to max ρ) inside log ρ for the KL terminal cost
 RHO_FLOOR = 1e-12
 
+#: peak resident bytes per space-time dof (dofs·(nt+1)) by dimension, per mesh dof, and a fixed part
+#: (DOLFINx, PETSc, MPI); measured on the space-time Newton route, the largest (docs/fe.md, "Memory")
+FE_BYTES_PER_NODE = {1: 1500.0, 2: 3000.0}
+FE_BYTES_PER_DOF = 5000.0
+FE_BYTES_FIXED = 400e6
+
 
 class FESolveError(RuntimeError):
     """A Newton or linear solve of the FE solver failed (the message says which and why)."""
@@ -60,6 +67,30 @@ class FESolveError(RuntimeError):
 # --------------------------------------------------------------------------
 # mesh choice and checks
 # --------------------------------------------------------------------------
+
+
+def memory_estimate(dofs: float, nt: int, dim: int) -> float:
+    """Estimated peak bytes of :func:`solve_fe` with ``dofs`` P1 dofs and ``nt`` steps."""
+    return FE_BYTES_FIXED + FE_BYTES_PER_DOF * dofs + FE_BYTES_PER_NODE[dim] * dofs * (nt + 1)
+
+
+def estimate_dofs(problem: MFGProblem, mesh=None, h=None, n=None):
+    """P1 dofs of the mesh :func:`make_mesh` would build, without building it (None for a mesh file)."""
+    spec = dict(problem.params.get("fe", {}) or {})
+    kind = mesh if mesh is not None else spec.get("mesh", "box")
+    h = spec.get("h") if h is None else h
+    dom = problem.domain
+    if not isinstance(h, (int, float)) or isinstance(h, bool) or not h > 0:
+        h = None
+    if kind == "box":
+        cells = list(problem.grid(n=n).n) if h is None else [max(2, math.ceil((hi - lo) / h)) for lo, hi in dom]
+        return float(np.prod([c + 1 for c in cells]))
+    if isinstance(kind, str) and not Path(kind).suffix:
+        hh = h if h is not None else max(problem.grid(n=n).h)
+        vol = float(np.prod([hi - lo for lo, hi in dom]))
+        # a quasi-uniform triangulation has about 2/sqrt(3) vertices per h² of area
+        return vol / hh ** problem.dim * (1.0 if problem.dim == 1 else 2.0 / math.sqrt(3.0))
+    return None
 
 
 def make_mesh(problem: MFGProblem, comm, mesh=None, h=None, n=None):
@@ -450,7 +481,8 @@ def gather_mesh(ops: P1Operators, cells: np.ndarray):
 def solve_fe(problem: MFGProblem, n=None, nt=None, mesh=None, h=None, progress: bool = True, *,
              xdmf_path=None, npz_path=None, figure_path=None, comm=None, mass_tol: float = 1e-3,
              newton_tol: float = 1e-12, newton_maxit: int = 30, outer_rtol: float = 1e-9, outer_maxit: int = 30,
-             ksp_options: dict | None = None, coupled: str = "spacetime", **unknown) -> MFGSolution:
+             ksp_options: dict | None = None, coupled: str = "spacetime", max_memory=None,
+             **unknown) -> MFGSolution:
     """Solve ``problem`` with P1 finite elements (DOLFINx + PETSc); see the module docstring.
 
     Args:
@@ -475,6 +507,10 @@ def solve_fe(problem: MFGProblem, n=None, nt=None, mesh=None, h=None, progress: 
             command-line ``-mfgfe_...`` options win).
         coupled: otflow only: "spacetime" (all-at-once Newton, default) or "jfnk"
             (SNES on the terminal cost; fragile for large τ = T/λ, kept for studies).
+        max_memory: memory budget of the whole solve, all ranks together (bytes or
+            "8G"; default the memory available on this machine, see :mod:`pde.memory`):
+            a mesh and grid whose :func:`memory_estimate` exceeds it are refused
+            before they are built.
 
     Returns:
         :class:`MFGSolution` sampled on the regular cell-centred grid (identical on
@@ -497,11 +533,18 @@ def solve_fe(problem: MFGProblem, n=None, nt=None, mesh=None, h=None, progress: 
     t_start = time.perf_counter()
     grid = problem.grid(n=n, nt=nt)
     family = problem.family
+    what = f"the FE solve of {problem.name or problem.family} with nt={grid.nt}"
+    dofs = estimate_dofs(problem, mesh=mesh, h=h, n=n)
+    if dofs is not None:  # before the mesh is built; a mesh file is checked once read
+        check_memory(memory_estimate(dofs, grid.nt, problem.dim),
+                     f"{what} on about {dofs:.3g} dofs", max_memory)
 
     t0 = time.perf_counter()
     msh, mesh_info = make_mesh(problem, comm, mesh=mesh, h=h, n=n)
     V = A.p1_space(msh)
     ops = P1Operators(V, comm, problem.dim)
+    memory = check_memory(memory_estimate(ops.nglob, grid.nt, problem.dim),
+                          f"{what} on {ops.nglob} dofs", max_memory)
     cells = A.cell_dofs(V)
     timings["mesh_and_assembly_s"] = time.perf_counter() - t0
     ncells = comm.allreduce(int(cells.shape[0]))
@@ -578,6 +621,7 @@ def solve_fe(problem: MFGProblem, n=None, nt=None, mesh=None, h=None, progress: 
         "rho0_normalisation": mass0,
         "min_rho": float(min_rho),
         "timings": timings,
+        "memory": memory,
         "versions": {**package_versions(), "dolfinx": A.version_string(), "petsc4py": PETSc.__version__
                      if hasattr(PETSc, "__version__") else "?"},
     }
