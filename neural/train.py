@@ -32,7 +32,7 @@ import torch
 from pde.io import atomic_path, problem_from_dict, problem_to_dict
 
 from ._compat import progress as _progress
-from .models import NeuralModel, get_model
+from .models import NeuralModel, get_model, model_spec
 
 __all__ = ["train", "TrainResult", "load", "load_checkpoint", "resolve_device", "resolve_dtype",
            "NonFiniteLossError", "CheckpointError", "problem_spec", "CKPT_FORMAT"]
@@ -40,17 +40,6 @@ __all__ = ["train", "TrainResult", "load", "load_checkpoint", "resolve_device", 
 CKPT_FORMAT = "mfglab.neural.checkpoint"
 CKPT_VERSION = 1
 CKPT_NAME = "checkpoint.pt"
-
-# training defaults per model: batch size and Adam learning rate
-TRAIN_DEFAULTS = {
-    "otflow": {"batch": 1024, "lr": 2e-2},
-    "ffjord": {"batch": 1024, "lr": 5e-3},
-    "sgm": {"batch": 1024, "lr": 2e-3},
-    "hjb-sgm": {"batch": 1024, "lr": 2e-3},
-    "wgf": {"batch": 1024, "lr": 2e-2},
-    "lq": {"batch": 256, "lr": 1e-2},
-}
-
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/Inf loss or gradient."""
@@ -393,7 +382,8 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
         raise ValueError(f"seed={seed!r}; expected a non-negative integer")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
-    defaults = TRAIN_DEFAULTS[model]
+    spec = model_spec(model)
+    defaults = {"batch": spec.batch, "lr": spec.lr}
     if batch is None:
         batch = defaults["batch"]
     elif isinstance(batch, (bool, np.bool_)) or not isinstance(batch, (int, np.integer)) or batch < 1:
