@@ -46,7 +46,8 @@ else:  # pragma: no cover
 from .distributions import from_dict
 from .problem import MFGProblem, lq, otflow, sgm, wgf
 
-__all__ = ["load_problem", "problem_from_dict", "problem_to_dict", "atomic_write", "atomic_path", "FILE_FAMILIES"]
+__all__ = ["load_problem", "problem_from_dict", "problem_to_dict", "atomic_write", "atomic_path", "json_default",
+           "FILE_FAMILIES"]
 
 FILE_FAMILIES = ("otflow", "sgm", "wgf", "lq")
 
@@ -217,6 +218,37 @@ def load_problem(path, overrides: Mapping | None = None) -> MFGProblem:
     except tomllib.TOMLDecodeError as exc:
         raise ProblemFileError(f"{path}: not valid TOML: {exc}") from None
     return problem_from_dict(spec, where=str(path), overrides=overrides)
+
+
+# --------------------------------------------------------------------------
+# JSON of metadata
+# --------------------------------------------------------------------------
+
+
+def json_default(o):
+    """``json.dumps(default=...)`` for the project's metadata: NumPy arrays and scalars, paths, mappings.
+
+    A non-finite NumPy float becomes None (null), as strict JSON requires; NumPy bools become bools;
+    anything else unknown is written as its repr.
+    """
+    import math
+
+    import numpy as np
+
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.floating):
+        v = float(o)
+        return v if math.isfinite(v) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, Mapping):
+        return dict(o)
+    return repr(o)
 
 
 # --------------------------------------------------------------------------

@@ -22,12 +22,11 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
 from .grid import Grid
-from .io import atomic_path
+from .io import atomic_path, json_default
 
 __all__ = ["MFGSolution", "package_versions", "CORE_ARRAYS"]
 
@@ -42,18 +41,6 @@ def package_versions() -> dict:
         if m is not None:
             out[mod] = getattr(m, "__version__", "?")
     return out
-
-
-def _json_default(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, Mapping):
-        return dict(o)
-    return repr(o)
 
 
 @dataclass
@@ -136,7 +123,7 @@ class MFGSolution:
             arrays["y"] = self.axes[1]
         meta = dict(self.meta)
         meta.setdefault("status", self.status)
-        arrays["meta"] = np.array(json.dumps(meta, default=_json_default, sort_keys=True))
+        arrays["meta"] = np.array(json.dumps(meta, default=json_default, sort_keys=True))
         for k, v in self.extras.items():
             arrays[k] = np.asarray(v)
         with atomic_path(path, suffix=".npz") as tmp:

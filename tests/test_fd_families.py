@@ -112,7 +112,7 @@ def test_grid_continuation_reports_levels_and_work(ot1_paths):
 
 def test_grid_continuation_falls_back_on_the_homotopy(monkeypatch):
     """A useless coarse start (NaN) makes the fine Newton fail: that grid is then solved by the homotopy."""
-    import pde.fd.solve as S
+    import pde.fd.driver as S
 
     monkeypatch.setattr(S, "prolong", lambda u, cg, fg: np.full((fg.nt + 1, fg.size), np.nan))
     sol = solve_fd(OT1, n=100, nt=50, progress=False, nested=1)

@@ -1,4 +1,11 @@
-"""``solve_fd``: problem -> discretisation -> solver -> :class:`~pde.solution.MFGSolution`."""
+"""The FD driver: ``solve_fd``, problem -> discretisation -> solver -> :class:`~pde.solution.MFGSolution`.
+
+It checks the grid (resolution, memory), builds the :class:`~pde.fd.system.Discretization`, and
+drives the iterations of :mod:`pde.fd.iterations` (Newton, fixed point) through the homotopies
+that make them converge: continuation in λ or ν, and grid continuation (coarse grids first, each
+solution prolonged to the next). The wgf and sgm second routes live in :mod:`pde.fd.routes`.
+About 520 lines: the grid checks and the homotopies share the option handling of ``solve_fd``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ from ..problem import (FixedTerminal, KLTerminal, LocalCoupling, LocalTerminal, 
 from ..memory import check_memory
 from ..solution import MFGSolution, package_versions
 from . import _jit
-from .solvers import (LINEAR_SOLVERS, FDConvergenceError, fixed_point, fp_forward, initial_guess, make_progress,
+from .iterations import (LINEAR_SOLVERS, FDConvergenceError, fixed_point, fp_forward, initial_guess, make_progress,
                       newton)
 from .system import Discretization, NonFiniteError
 
