@@ -224,7 +224,7 @@ class SpaceTimeNewton:
         return float(np.sqrt(v)) if np.isfinite(v) else np.inf
 
     def solve(self, Z0):
-        from .solver import FESolveError
+        from .sweeps import FESolveError
 
         Z = Z0.copy()
         R = self.residual(Z)
