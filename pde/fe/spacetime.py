@@ -1,7 +1,7 @@
 """All-at-once (space-time) Newton for the otflow system with the KL terminal cost.
 
 The outer fixed point on the terminal cost (``outer_newton`` in
-:mod:`pde.fe.solver`) is cheap for the lq mean coupling (a few numbers per
+:mod:`pde.fe.coupling`) is cheap for the lq mean coupling (a few numbers per
 time level) but badly conditioned for g = 1 + log ρ^N - log γ: the map from
 g to ρ^N transports mass over O(1) distances and log ρ^N is set by tiny
 densities in the tails. Here instead Newton runs on all unknowns at once,
