@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.mfglab-stamp
 PYTEST  := $(PY) -m pytest
 
-.PHONY: setup demo test test-all test-mpi bench teach gpu-check clean
+.PHONY: setup demo test test-all test-mpi test-debian13 bench teach gpu-check clean
 
 $(STAMP): pyproject.toml .ci/setup.sh
 	bash .ci/setup.sh
@@ -21,6 +21,11 @@ test-all: $(STAMP)
 
 test-mpi: $(STAMP)
 	$(PYTEST) -q -m mpi
+
+# `make test` inside a Debian 13 chroot (DOLFINx 0.9, PETSc 3.22, Python 3.13); built once, cached
+# in $$MFGLAB_TRIXIE_ROOT (default /var/cache/mfglab-trixie). Needs root or sudo.
+test-debian13:
+	bash .ci/test-debian13.sh
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run

@@ -34,7 +34,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import neural
 import pde
 from neural.models import potential_flow_reference
-from neural.train import _EagerStep, _GraphStep, _to_device, resolve_device, resolve_dtype
+from neural.devices import resolve_device, resolve_dtype
+from neural.steps import EagerStep, GraphStep
+from neural.train import _to_device
 
 from ._report import write_section
 
@@ -101,7 +103,7 @@ def time_otflow_steps(dev, dtype, variant: str, batch: int, n_warm: int, n_time:
         n_warm = max(n_warm, 4)
     opt = torch.optim.Adam(model.parameters(), lr=torch.tensor(1e-2, device=dev) if use_graph else 1e-2,
                            capturable=use_graph)
-    eager = _EagerStep(model, opt)
+    eager = EagerStep(model, opt)
     step_fn = eager
     recs = []
     ops = None
@@ -111,7 +113,7 @@ def time_otflow_steps(dev, dtype, variant: str, batch: int, n_warm: int, n_time:
             t0 = time.perf_counter()
         b = _to_device(model.draw(batch, np.random.default_rng([seed, k]), k), dt, dev, k)
         if use_graph and step_fn is eager and k == 3:
-            step_fn = _GraphStep(model, opt, b, k)
+            step_fn = GraphStep(model, opt, b, k)
         if k == 1 and not use_graph:  # count once, outside the timed steps
             with _CountOps() as c:
                 recs.append(step_fn(b, k)[0])

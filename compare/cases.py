@@ -30,7 +30,24 @@ __all__ = ["Case", "CASES", "DEFAULT_CASE", "TRUTH_ROUTES", "MODELS", "get_case"
            "EXAMPLES_DIR", "UnknownCase"]
 
 TRUTH_ROUTES = ("exact", "fd", "fe", "ot")
-MODELS = ("otflow", "ffjord", "sgm", "hjb-sgm", "wgf", "lq")
+
+
+def model_names() -> tuple:
+    """The neural models' names, read from neural's one registry (:mod:`neural.models.registry`).
+
+    Imported on use, not with this module, so that ``mfglab solve`` and ``mfglab cases`` need no torch;
+    ``MODELS`` is the same tuple as a module attribute.
+    """
+    from neural.models import model_names as registered
+
+    return registered()
+
+
+def __getattr__(name: str):
+    if name == "MODELS":
+        return model_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 
 #: grids small enough for the 2-core CPU (the FD truth and the evaluation both run on it)
@@ -65,8 +82,7 @@ class Case:
         if not self.truth or bad:
             raise ValueError(f"case {self.name}: truth routes {list(self.truth)}; expected a non-empty list among "
                              f"{list(TRUTH_ROUTES)}")
-        if self.model not in MODELS:
-            raise ValueError(f"case {self.name}: model {self.model!r}; expected one of {list(MODELS)}")
+        # the model name is checked against neural's registry in get_case (which imports torch)
         if int(self.budget) < 1:
             raise ValueError(f"case {self.name}: budget {self.budget}; expected a positive number of steps")
 
@@ -205,7 +221,10 @@ def get_case(name: str) -> Case:
         return name
     if name not in CASES:
         raise UnknownCase(f"unknown case {name!r}; expected one of: {', '.join(CASES)}")
-    return CASES[name]
+    case = CASES[name]
+    if case.model not in model_names():
+        raise ValueError(f"case {case.name}: model {case.model!r}; expected one of {list(model_names())}")
+    return case
 
 
 def format_cases() -> str:

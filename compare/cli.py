@@ -55,6 +55,11 @@ def _add_solve(sub):
     p.add_argument("--h", type=float, default=None, help="fe: mesh size")
     p.add_argument("--xdmf", type=Path, default=None, help="fe: also write XDMF for ParaView here")
     p.add_argument("--figure", type=Path, default=None, help="fe: also write a PNG of the density here")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="memory budget, e.g. 8G or inf (default: the memory available; a grid whose estimate "
+                        "exceeds it is refused before the solve)")
+    p.add_argument("--no-check-resolution", action="store_true",
+                   help="fd: solve even when h cannot resolve the narrowest Gaussian component of the data")
     p.add_argument("--out", type=Path, required=True, help="solution file to write (.npz)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=_run_solve)
@@ -76,10 +81,14 @@ def _run_solve(args) -> int:
         raise CLIError(f"--out {args.out} exists; pass --force to overwrite it")
     problem = pde.load_problem(args.problem, overrides=_grid_overrides(args))
     opts = {}
-    for key in ("solver", "tol", "max_iter", "mesh", "h"):
+    for key in ("solver", "tol", "max_iter", "mesh", "h", "max_memory"):
         val = getattr(args, key)
         if val is not None:
             opts[key] = val
+    if args.no_check_resolution:
+        if args.method != "fd":
+            raise CLIError("--no-check-resolution is an option of the FD solver; use it with --method fd")
+        opts["check_resolution"] = False
     if args.method == "fe":
         # under mpirun every rank solves; rank 0 alone writes the files
         opts.update(xdmf_path=args.xdmf, figure_path=args.figure, npz_path=args.out)
@@ -356,12 +365,26 @@ def main(argv=None) -> int:
         print(f"mfglab {args.command}: interrupted; outputs written so far are complete, re-run to resume",
               file=sys.stderr)
         return 130
-    except ValueError as exc:
-        print(f"mfglab {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, IsADirectoryError, ImportError) as exc:
+        # bad values, missing input files (mesh, checkpoint), an optional stack (DOLFINx) not installed
+        print(f"mfglab {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except (RuntimeError, FloatingPointError) as exc:
-        print(f"mfglab {args.command}: failed: {exc}", file=sys.stderr)
+    except MemoryError:
+        print(f"mfglab {args.command}: failed: out of memory (pass a smaller grid or --max-memory)", file=sys.stderr)
         return 1
+    except (RuntimeError, FloatingPointError, OSError) as exc:
+        # non-convergence, NaN, PETSc errors; OSError: a write that failed (disk full, permissions)
+        print(f"mfglab {args.command}: failed: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line (OSError: with its file name)."""
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in str(exc):
+        text = f"{exc.filename}: {exc.strerror or exc}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

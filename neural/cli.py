@@ -76,9 +76,9 @@ def run_train(args) -> int:
                        lr=args.lr, **dict(args.hparams))
         sol = evaluate_on_grid(result, problem, density=not args.no_density)
         path = sol.save(out / "solution.npz")
-    except NonFiniteLossError as exc:
+    except NonFiniteLossError as exc:  # a run that failed (README's exit codes)
         print(f"error: {exc}", file=sys.stderr)
-        return 3
+        return 1
     except (ValueError, TypeError, FileNotFoundError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@
   ``numpy.random.default_rng([seed, k])``. A batch therefore depends only on
   (seed, step), which makes a resumed run take exactly the steps of an
   uninterrupted one (the Adam state is in the checkpoint).
-- Checkpoints (``out_dir/checkpoint.pt``) are written atomically and read
+- Checkpoints (``out_dir/checkpoint.pt``, :mod:`neural.checkpoint`) are written atomically and read
   with ``torch.load(weights_only=True)``; see :func:`load_checkpoint` for the
   format. Resuming continues from the saved step.
 - NaN/Inf guard: a non-finite loss or gradient stops training with
@@ -29,79 +29,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pde.io import FILE_FAMILIES, atomic_path, problem_from_dict
+from pde.io import problem_from_dict, problem_to_dict
 
 from ._compat import progress as _progress
-from .models import NeuralModel, get_model
+from .checkpoint import CKPT_FORMAT, CKPT_NAME, CheckpointError, load_checkpoint, problem_difference, save_checkpoint
+from .devices import _dtype_name, resolve_device, resolve_dtype
+from .models import NeuralModel, get_model, model_spec
+from .steps import EagerStep, GraphStep
 
 __all__ = ["train", "TrainResult", "load", "load_checkpoint", "resolve_device", "resolve_dtype",
            "NonFiniteLossError", "CheckpointError", "problem_spec", "CKPT_FORMAT"]
 
-CKPT_FORMAT = "mfglab.neural.checkpoint"
-CKPT_VERSION = 1
-CKPT_NAME = "checkpoint.pt"
-
-# training defaults per model: batch size and Adam learning rate
-TRAIN_DEFAULTS = {
-    "otflow": {"batch": 1024, "lr": 2e-2},
-    "ffjord": {"batch": 1024, "lr": 5e-3},
-    "sgm": {"batch": 1024, "lr": 2e-3},
-    "hjb-sgm": {"batch": 1024, "lr": 2e-3},
-    "wgf": {"batch": 1024, "lr": 2e-2},
-    "lq": {"batch": 256, "lr": 1e-2},
-}
-
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/Inf loss or gradient."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used (corrupt, another model, another problem)."""
-
-
-# --------------------------------------------------------------------------
-# devices and dtypes
-# --------------------------------------------------------------------------
-
-
-def resolve_device(device=None) -> torch.device:
-    """``None``/"auto" → cuda if available else cpu; validate anything else."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"device={device!r} is not a device name; expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
-    if dev.type == "cpu":
-        return dev
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} but CUDA is not available here (torch {torch.__version__}, "
-                             f"CUDA build {torch.version.cuda}); use device='cpu' or 'auto'")
-        n = torch.cuda.device_count()
-        idx = 0 if dev.index is None else dev.index
-        if idx >= n:
-            raise ValueError(f"device={device!r} does not exist; this machine has {n} CUDA device(s): "
-                             f"{', '.join(f'cuda:{i}' for i in range(n))}")
-        return torch.device("cuda", idx)
-    raise ValueError(f"device={device!r} is not supported; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
-
-
-_DTYPES = {"float32": torch.float32, "float": torch.float32, "single": torch.float32,
-           "float64": torch.float64, "double": torch.float64}
-
-
-def resolve_dtype(dtype) -> torch.dtype:
-    if dtype in (torch.float32, torch.float64):
-        return dtype
-    if isinstance(dtype, str) and dtype in _DTYPES:
-        return _DTYPES[dtype]
-    raise ValueError(f"dtype={dtype!r}; expected 'float32' or 'float64'")
-
-
-def _dtype_name(dt: torch.dtype) -> str:
-    return "float64" if dt == torch.float64 else "float32"
 
 
 # --------------------------------------------------------------------------
@@ -109,28 +50,8 @@ def _dtype_name(dt: torch.dtype) -> str:
 # --------------------------------------------------------------------------
 
 
-def problem_spec(problem) -> dict | None:
-    """A problem-file dict that rebuilds ``problem`` (None for custom problems or non-serialisable laws)."""
-    if problem.family not in FILE_FAMILIES:
-        return None
-    try:
-        spec = {"family": problem.family, "name": problem.name, "T": problem.T,
-                "domain": [list(d) for d in problem.domain], "boundary": problem.boundary,
-                "data": problem.data.to_dict(), "grid": {"n": list(problem.n), "nt": problem.nt}}
-        if problem.family in ("otflow", "wgf"):
-            spec["reference"] = problem.reference.to_dict()
-        if problem.family == "otflow":
-            spec.update(nu=problem.nu, lam=problem.lam)
-        elif problem.family == "sgm":
-            spec["beta"] = float(problem.params["beta"])
-        elif problem.family == "wgf":
-            spec["tau"] = float(problem.params["tau"])
-        elif problem.family == "lq":
-            spec.update(nu=problem.nu, lam=problem.lam, q=problem.params["q"], qT=problem.params["qT"])
-        rebuilt = problem_from_dict(spec, where="checkpoint")
-    except (NotImplementedError, ValueError, TypeError, AttributeError):
-        return None
-    return spec if rebuilt.fingerprint() == problem.fingerprint() else None
+#: the problem-file dict of a problem (:func:`pde.io.problem_to_dict`); kept under its old name
+problem_spec = problem_to_dict
 
 
 # --------------------------------------------------------------------------
@@ -175,68 +96,6 @@ class TrainResult:
                 f"mean loss of the last 50 steps {last:.4g}, {self.wall_time:.1f} s on {self.device} ({self.dtype})")
 
 
-def _save_checkpoint(path: Path, model, opt, *, name, config, problem, step, losses, parts, seed, dtype, train_cfg,
-                     wall_time):
-    spec = problem_spec(problem)
-    obj = {
-        "format": CKPT_FORMAT,
-        "version": CKPT_VERSION,
-        "model": name,
-        "config": json.dumps(config, sort_keys=True),
-        "problem": json.dumps(spec) if spec is not None else "",
-        "problem_fingerprint": problem.fingerprint(),
-        "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optim": opt.state_dict() if opt is not None else {},
-        "step": int(step),
-        "losses": torch.as_tensor(np.asarray(losses, dtype=np.float64)),
-        "parts": {k: torch.as_tensor(np.asarray(v, dtype=np.float64)) for k, v in parts.items()},
-        "seed": int(seed),
-        "dtype": dtype,
-        "train": json.dumps(train_cfg, sort_keys=True),
-        "wall_time": float(wall_time),
-        "torch": str(torch.__version__),
-    }
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(obj, tmp)
-    return path
-
-
-def load_checkpoint(path, expect_model: str | None = None, map_location="cpu") -> dict:
-    """Read and validate a checkpoint written by :func:`train`.
-
-    Format: a dict with keys ``format`` (= "mfglab.neural.checkpoint"),
-    ``version``, ``model`` (registry name), ``config`` (JSON hyper-parameters),
-    ``problem`` (JSON problem-file dict, "" for custom problems),
-    ``problem_fingerprint``, ``state`` (model state_dict), ``optim`` (Adam
-    state_dict), ``step``, ``losses``/``parts`` (float64 tensors), ``seed``,
-    ``dtype``, ``train`` (JSON: batch, lr), ``wall_time``, ``torch``.
-
-    Raises:
-        FileNotFoundError: no such file.
-        CheckpointError: corrupt file, not a checkpoint, or another model.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    try:
-        ck = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for damaged files
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        why = next((ln for ln in lines if "Unpickler error" in ln), lines[0] if lines else "")
-        raise CheckpointError(f"{path}: corrupted or not a torch checkpoint readable with weights_only=True "
-                              f"({type(exc).__name__}: {why})") from None
-    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
-        raise CheckpointError(f"{path}: not an mfglab neural checkpoint (expected format {CKPT_FORMAT!r})")
-    if ck.get("version") != CKPT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {ck.get('version')!r}; expected {CKPT_VERSION}")
-    missing = [k for k in ("model", "config", "state", "step", "losses", "seed", "dtype") if k not in ck]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint lacks {missing}")
-    if expect_model is not None and ck["model"] != expect_model:
-        raise CheckpointError(f"{path}: checkpoint holds model {ck['model']!r}; expected {expect_model!r}")
-    return ck
-
-
 def _build(cls, problem, config, seed, dev, dt):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -263,83 +122,20 @@ def load(checkpoint, problem=None, device=None) -> TrainResult:
             raise CheckpointError(f"{path}: the problem was built in Python (custom); pass problem=...")
         problem = problem_from_dict(json.loads(ck["problem"]), where=str(path))
     elif problem.family != "custom" and ck.get("problem_fingerprint") not in (None, problem.fingerprint()):
-        raise CheckpointError(f"{path}: trained on another problem (fingerprint {ck['problem_fingerprint']}, "
-                              f"given {problem.fingerprint()})")
+        raise CheckpointError(f"{path}: trained on another problem: {problem_difference(ck, problem)}")
     dev = resolve_device(device)
     dt = resolve_dtype(ck["dtype"])
     config = json.loads(ck["config"])
     model = _build(cls, problem, config, ck["seed"], dev, dt)
     try:
         model.load_state_dict(ck["state"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit model {ck['model']!r} with config {config}: "
-                              f"{str(exc).splitlines()[0]}") from None
+    except RuntimeError as exc:  # PyTorch's text lists every missing, unexpected and mis-shaped tensor
+        raise CheckpointError(f"{path}: weights do not fit model {ck['model']!r} with config {config}: {exc}") from None
     model.eval()
     parts = {k: v.numpy() for k, v in ck.get("parts", {}).items()}
     return TrainResult(model, problem, ck["model"], ck["losses"].numpy(), parts, float(ck.get("wall_time", 0.0)),
                        path, int(ck["step"]), int(ck["seed"]), str(dev), ck["dtype"], config,
                        json.loads(ck.get("train", "{}")))
-
-
-# --------------------------------------------------------------------------
-# step functions
-# --------------------------------------------------------------------------
-
-
-def _grads_finite(params) -> bool:
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return True
-    norms = torch._foreach_norm(grads)
-    return bool(torch.isfinite(torch.stack(norms)).all())
-
-
-class _EagerStep:
-    """loss → backward → (guard) → Adam step, with a finiteness check before the update."""
-
-    def __init__(self, model, opt):
-        self.model, self.opt = model, opt
-        self.params = [p for p in model.parameters() if p.requires_grad]
-
-    def __call__(self, batch, step):
-        self.opt.zero_grad(set_to_none=True)
-        loss, parts = self.model.loss(batch, step)
-        loss.backward()
-        rec = torch.stack([loss.detach()] + [v.detach() for v in parts.values()])
-        ok = bool(torch.isfinite(rec).all()) and _grads_finite(self.params)
-        if ok:
-            self.opt.step()
-        return rec, list(parts), ok
-
-
-class _GraphStep:
-    """The whole step captured as a CUDA graph (static inputs, capturable Adam)."""
-
-    def __init__(self, model, opt, batch, step, warmup: int = 3):
-        self.model, self.opt = model, opt
-        self.static = {k: v.clone() for k, v in batch.items()}
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(warmup):  # autograd/cuBLAS initialisation on a side stream
-                opt.zero_grad(set_to_none=True)
-                loss, parts = model.loss(self.static, step)
-                loss.backward()
-        torch.cuda.current_stream().wait_stream(s)
-        opt.zero_grad(set_to_none=True)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            loss, parts = model.loss(self.static, step)
-            loss.backward()
-            opt.step()
-            self.rec = torch.stack([loss.detach()] + [v.detach() for v in parts.values()])
-        self.names = list(parts)
-
-    def __call__(self, batch, step):
-        for k, v in batch.items():
-            self.static[k].copy_(v, non_blocking=True)
-        self.graph.replay()
-        return self.rec.clone(), self.names, None
 
 
 # --------------------------------------------------------------------------
@@ -402,11 +198,19 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
         raise ValueError(f"seed={seed!r}; expected a non-negative integer")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
-    defaults = TRAIN_DEFAULTS[model]
-    batch = int(batch or defaults["batch"])
-    lr = float(lr or defaults["lr"])
-    if batch < 1 or not lr > 0:
-        raise ValueError(f"batch={batch}, lr={lr}; expected batch >= 1 and lr > 0")
+    spec = model_spec(model)
+    defaults = {"batch": spec.batch, "lr": spec.lr}
+    if batch is None:
+        batch = defaults["batch"]
+    elif isinstance(batch, (bool, np.bool_)) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch={batch!r}; expected an integer >= 1 (None: the model's default "
+                         f"{defaults['batch']})")
+    if lr is None:
+        lr = defaults["lr"]
+    elif (isinstance(lr, (bool, np.bool_)) or not isinstance(lr, (int, float, np.floating, np.integer))
+          or not (math.isfinite(lr) and lr > 0)):
+        raise ValueError(f"lr={lr!r}; expected a finite learning rate > 0 (None: the model's default {defaults['lr']})")
+    batch, lr = int(batch), float(lr)
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule={schedule!r}; expected 'cosine' or 'constant'")
     ckpt = Path(out_dir) / CKPT_NAME if out_dir is not None else None
@@ -421,8 +225,8 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
                 f"(hyper-parameters saved vs given {clash}, seed {ck['seed']} vs {seed}, dtype {ck['dtype']} vs "
                 f"{_dtype_name(dt)}); use another out_dir or resume=False")
         if problem.family != "custom" and ck.get("problem_fingerprint") != problem.fingerprint():
-            raise CheckpointError(f"{ckpt}: cannot resume: it was trained on another problem; "
-                                  "use another out_dir or resume=False")
+            raise CheckpointError(f"{ckpt}: cannot resume: it was trained on another problem "
+                                  f"({problem_difference(ck, problem)}); use another out_dir or resume=False")
         hparams = {**saved, **hparams}
     if model == "wgf" and "steps_per_block" not in hparams:
         K = int(round(problem.T / float(problem.params["tau"])))
@@ -452,7 +256,7 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
             net.load_state_dict(ck["state"])
             opt.load_state_dict(ck["optim"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{ckpt}: weights do not fit model {model!r}: {str(exc).splitlines()[0]}") from None
+            raise CheckpointError(f"{ckpt}: weights do not fit model {model!r}: {exc}") from None
         # the saved groups carry the saving run's lr type and capturable flag: restore this run's
         for g in opt.param_groups:
             g["capturable"] = use_graph
@@ -471,11 +275,11 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
 
     def save(step_done, wall):
         if ckpt is not None:
-            _save_checkpoint(ckpt, net, opt, name=model, config=config, problem=problem, step=step_done,
+            save_checkpoint(ckpt, net, opt, name=model, config=config, problem=problem, step=step_done,
                              losses=losses, parts=parts_hist, seed=seed, dtype=_dtype_name(dt),
                              train_cfg=train_cfg, wall_time=wall)
 
-    eager = _EagerStep(net, opt)
+    eager = EagerStep(net, opt)
     graph = None
     pending = []  # (step, device record) not yet read back (fast path)
     last_saved = start
@@ -513,7 +317,7 @@ def train(problem, model: str = "otflow", steps: int = 1000, seed: int = 0, devi
                 net.on_step(step)
             if use_graph and graph is None and step - start >= 3:
                 try:
-                    graph = _GraphStep(net, opt, batch_t, step)
+                    graph = GraphStep(net, opt, batch_t, step)
                 except Exception as exc:  # noqa: BLE001 - any capture failure falls back to eager
                     warnings.warn(f"CUDA-graph capture failed ({type(exc).__name__}: {exc}); training eagerly",
                                   stacklevel=2)

@@ -23,9 +23,11 @@ A problem file holds one problem (see README, "Problem file")::
     mesh = "box"                 # box | disc | obstacle | path to a mesh file
     h = 0.1
 
-Keys a family does not use are accepted only where they are harmless
-defaults; unknown keys are an error naming the key and the file.
-Text from a file is never evaluated.
+A key the file's family does not use (``nu`` or ``lam`` for sgm and wgf,
+``beta`` outside sgm, ``q``/``qT`` outside lq, ``tau`` outside wgf,
+``reference`` outside otflow and wgf) is an error naming the key, the
+family and the keys it takes: a value that would be dropped is never
+accepted silently. Text from a file is never evaluated.
 """
 
 from __future__ import annotations
@@ -45,21 +47,21 @@ else:  # pragma: no cover
 from .distributions import from_dict
 from .problem import MFGProblem, bridge, lq, otflow, sgm, wgf
 
-__all__ = ["load_problem", "problem_from_dict", "atomic_write", "atomic_path", "FILE_FAMILIES"]
+__all__ = ["load_problem", "problem_from_dict", "problem_to_dict", "atomic_write", "atomic_path", "json_default",
+           "FILE_FAMILIES"]
 
 FILE_FAMILIES = ("otflow", "sgm", "wgf", "lq", "bridge")
 
 _COMMON = {"family", "T", "domain", "boundary", "name", "data", "grid", "fe"}
+#: the parameters each family reads (wgf fixes nu = lam = 1; sgm sets nu, lam from beta)
 _FAMILY_KEYS = {
     "otflow": {"nu", "lam", "reference"},
     "sgm": {"beta"},
-    "wgf": {"tau", "reference", "lam", "nu"},
+    "wgf": {"tau", "reference"},
     "lq": {"nu", "lam", "q", "qT"},
     "bridge": {"nu", "lam", "target"},
 }
-# keys of the documented core that a family ignores (accepted so one template
-# serves all families; they are recorded as ignored in the metadata)
-_CORE = {"nu", "lam", "beta", "q", "qT", "reference"}
+_PARAMETERS = set().union(*_FAMILY_KEYS.values())
 
 
 class ProblemFileError(ValueError):
@@ -89,7 +91,12 @@ def problem_from_dict(spec: Mapping, where: str = "<dict>", overrides: Mapping |
             f"{where}: key 'family' = {family!r}; expected one of {list(FILE_FAMILIES)} "
             "('custom' problems are built in Python, never from text)"
         )
-    allowed = _COMMON | _FAMILY_KEYS[family] | _CORE
+    allowed = _COMMON | _FAMILY_KEYS[family]
+    ignored = sorted((set(spec) - allowed) & _PARAMETERS)
+    if ignored:
+        raise ProblemFileError(
+            f"{where}: key(s) {ignored} are not parameters of family {family!r}, which would ignore them; "
+            f"its parameters are {sorted(_FAMILY_KEYS[family])} (valid keys: {sorted(allowed)})")
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise ProblemFileError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(allowed)}")
@@ -114,7 +121,7 @@ def problem_from_dict(spec: Mapping, where: str = "<dict>", overrides: Mapping |
             raise ProblemFileError(str(exc)) from None
 
     data = law("data")
-    reference = law("reference") if "reference" in spec and family in ("otflow", "wgf") else None
+    reference = law("reference") if "reference" in spec else None
     if family == "bridge" and "target" not in spec:
         raise ProblemFileError(f"{where}: missing table [target] (the bridge's law ρ₁ at t = T)")
     target = law("target") if family == "bridge" else None
@@ -168,6 +175,36 @@ def problem_from_dict(spec: Mapping, where: str = "<dict>", overrides: Mapping |
     return prob
 
 
+def problem_to_dict(problem: MFGProblem) -> dict | None:
+    """The problem-file dict that rebuilds ``problem`` (:func:`problem_from_dict` inverts it).
+
+    None for custom problems and for laws without a file form; the result is
+    checked by rebuilding the problem and comparing fingerprints.
+    """
+    if problem.family not in FILE_FAMILIES:
+        return None
+    try:
+        spec = {"family": problem.family, "name": problem.name, "T": problem.T,
+                "domain": [list(d) for d in problem.domain], "boundary": problem.boundary,
+                "data": problem.data.to_dict(), "grid": {"n": list(problem.n), "nt": problem.nt}}
+        if problem.family in ("otflow", "wgf"):
+            spec["reference"] = problem.reference.to_dict()
+        if problem.family == "otflow":
+            spec.update(nu=problem.nu, lam=problem.lam)
+        elif problem.family == "sgm":
+            spec["beta"] = float(problem.params["beta"])
+        elif problem.family == "wgf":
+            spec["tau"] = float(problem.params["tau"])
+        elif problem.family == "lq":
+            spec.update(nu=problem.nu, lam=problem.lam, q=problem.params["q"], qT=problem.params["qT"])
+        if "fe" in problem.params:
+            spec["fe"] = dict(problem.params["fe"])
+        rebuilt = problem_from_dict(spec, where="problem_to_dict")
+    except (NotImplementedError, ValueError, TypeError, AttributeError):
+        return None
+    return spec if rebuilt.fingerprint() == problem.fingerprint() else None
+
+
 def load_problem(path, overrides: Mapping | None = None) -> MFGProblem:
     """Read a TOML problem file (see the module docstring for the format)."""
     path = Path(path)
@@ -175,10 +212,50 @@ def load_problem(path, overrides: Mapping | None = None) -> MFGProblem:
         raise ProblemFileError(f"{path}: no such problem file")
     try:
         with open(path, "rb") as fh:
-            spec = tomllib.load(fh)
+            raw = fh.read()
+    except OSError as exc:
+        raise ProblemFileError(f"{path}: cannot read the problem file ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProblemFileError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                               "expected a UTF-8 TOML problem file") from None
+    try:
+        spec = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProblemFileError(f"{path}: not valid TOML: {exc}") from None
     return problem_from_dict(spec, where=str(path), overrides=overrides)
+
+
+# --------------------------------------------------------------------------
+# JSON of metadata
+# --------------------------------------------------------------------------
+
+
+def json_default(o):
+    """``json.dumps(default=...)`` for the project's metadata: NumPy arrays and scalars, paths, mappings.
+
+    A non-finite NumPy float becomes None (null), as strict JSON requires; NumPy bools become bools;
+    anything else unknown is written as its repr.
+    """
+    import math
+
+    import numpy as np
+
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.floating):
+        v = float(o)
+        return v if math.isfinite(v) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, Mapping):
+        return dict(o)
+    return repr(o)
 
 
 # --------------------------------------------------------------------------

@@ -29,6 +29,7 @@ on their type and do the numerics:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Callable, Mapping, Optional
@@ -63,6 +64,9 @@ __all__ = [
 
 #: largest probability mass the box may cut off a law the problem relies on
 MASS_TOL = 1e-6
+
+#: fewest nodes per dimension a grid may have (as :class:`pde.grid.Grid` requires)
+MIN_NODES = 3
 
 
 # --------------------------------------------------------------------------
@@ -231,8 +235,7 @@ class MFGProblem:
         d = len(dom)
         object.__setattr__(self, "domain", dom)
         _check_positive("T", self.T)
-        if not (isinstance(self.nu, (int, float)) and math.isfinite(self.nu) and self.nu >= 0):
-            raise ValueError(f"nu={self.nu!r}; expected a finite diffusion coefficient nu >= 0")
+        _check_nonnegative("nu", self.nu, "a finite diffusion coefficient nu >= 0")
         _check_positive("lam", self.lam)
         if self.boundary not in BOUNDARIES:
             raise ValueError(f"boundary={self.boundary!r}; expected one of {list(BOUNDARIES)}")
@@ -245,9 +248,15 @@ class MFGProblem:
             raise ValueError("a terminal cost is required")
         if isinstance(self.terminal, PlanningTerminal) and self.target is not self.terminal.target:
             raise ValueError("a planning terminal needs target = terminal.target (build bridges with pde.bridge)")
-        n = tuple(int(k) for k in (self.n if np.ndim(self.n) else (self.n,) * d))
+        raw_n = list(self.n) if np.ndim(self.n) else [self.n] * d
+        if not all(_is_integer(k) for k in raw_n) or isinstance(self.nt, (bool, np.bool_)) or not _is_integer(self.nt):
+            raise ValueError(f"grid n={raw_n!r}, nt={self.nt!r}; expected integers")
+        n = tuple(int(k) for k in raw_n)
         if len(n) != d:
             raise ValueError(f"grid n={list(n)} has {len(n)} entries; expected {d} (one per dimension)")
+        if min(n) < MIN_NODES:
+            raise ValueError(f"grid n={list(n)}: an axis with {min(n)} node(s); expected at least {MIN_NODES} nodes "
+                             "per dimension (the schemes difference across neighbours)")
         if int(self.nt) < 1:
             raise ValueError(f"nt={self.nt}; expected at least one time step")
         object.__setattr__(self, "n", n)
@@ -357,9 +366,27 @@ class MFGProblem:
         return hashlib.sha256(json.dumps(self.describe(), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _real(name: str, value, what: str) -> float:
+    """``value`` as a float when it is a real number (NumPy scalars included, bools not)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name}={value!r} ({type(value).__name__}); expected {what}")
+    return float(value)
+
+
 def _check_positive(name: str, value) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}={value!r}; expected a finite number > 0")
+    v = _real(name, value, "a finite number > 0")
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name}={v!r}; expected a finite number > 0")
+
+
+def _check_nonnegative(name: str, value, what: str = "a finite number >= 0") -> None:
+    v = _real(name, value, what)
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name}={v!r}; expected {what}")
 
 
 def _check_domain(domain) -> tuple:
@@ -435,10 +462,16 @@ def wgf(data: Distribution, *, domain, T: float = 1.0, tau: float | None = None,
     """
     d = len(domain)
     ref = reference if reference is not None else _standard_normal(d)
+    _check_positive("T", T)
+    if tau is not None:
+        _check_positive("tau", tau)
     tau = float(T / 10.0 if tau is None else tau)
-    _check_positive("tau", tau)
     if tau > T:
         raise ValueError(f"tau={tau} exceeds T={T}; expected a JKO step 0 < tau <= T")
+    steps = float(T) / tau
+    if abs(steps - round(steps)) > 1e-9 * max(1.0, steps):
+        raise ValueError(f"tau={tau:g} does not divide T={float(T):g} (T/tau = {steps:.6g}); expected a JKO step "
+                         f"with T/tau an integer, e.g. tau={float(T) / max(1, round(steps)):g}")
     return MFGProblem("wgf", domain, T, 1.0, 1.0, boundary, rho0=data, coupling=NoCoupling(),
                       terminal=KLTerminal(ref), drift=CallableDrift(ref.score, name="grad log pi"),
                       data=data, reference=ref, params={"tau": tau},
@@ -452,8 +485,7 @@ def lq(data: Distribution, *, domain, T: float = 1.0, q: float = 1.0, qT: float 
     f = q/2 |x - m̄(t)|², g = q_T/2 |x - m̄(T)|², m̄ = mean of ρ_t.
     """
     for label, v in (("q", q), ("qT", qT)):
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-            raise ValueError(f"{label}={v!r}; expected a finite number >= 0")
+        _check_nonnegative(label, v)
     d = len(domain)
     return MFGProblem("lq", domain, T, nu, lam, boundary, rho0=data, coupling=LQCoupling(float(q)),
                       terminal=LQTerminal(float(qT)), data=data, params={"q": float(q), "qT": float(qT)},

@@ -18,14 +18,15 @@ from __future__ import annotations
 import json
 import platform
 import sys
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
 from .grid import Grid
-from .io import atomic_path
+from .io import atomic_path, json_default
 
 __all__ = ["MFGSolution", "package_versions", "CORE_ARRAYS"]
 
@@ -40,18 +41,6 @@ def package_versions() -> dict:
         if m is not None:
             out[mod] = getattr(m, "__version__", "?")
     return out
-
-
-def _json_default(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, Mapping):
-        return dict(o)
-    return repr(o)
 
 
 @dataclass
@@ -134,7 +123,7 @@ class MFGSolution:
             arrays["y"] = self.axes[1]
         meta = dict(self.meta)
         meta.setdefault("status", self.status)
-        arrays["meta"] = np.array(json.dumps(meta, default=_json_default, sort_keys=True))
+        arrays["meta"] = np.array(json.dumps(meta, default=json_default, sort_keys=True))
         for k, v in self.extras.items():
             arrays[k] = np.asarray(v)
         with atomic_path(path, suffix=".npz") as tmp:
@@ -159,10 +148,11 @@ class MFGSolution:
                 extras = {k: z[k] for k in files - set(CORE_ARRAYS)}
                 return cls(z["t"], axes, z["rho"], z["phi"], meta=meta, extras=extras,
                            status=meta.get("status", "unknown"))
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             if isinstance(exc, ValueError) and "mfglab" in str(exc):
                 raise
-            raise ValueError(f"{path}: cannot read solution file ({exc})") from None
+            raise ValueError(f"{path}: cannot read solution file, truncated or not an .npz "
+                             f"({type(exc).__name__}: {exc})") from None
 
     def summary(self) -> str:
         m = self.mass()

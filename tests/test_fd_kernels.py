@@ -211,7 +211,7 @@ def test_terminal_sweeps_kernel_equals_numpy_twin(rng):
 
 
 def test_banded_fp_forward_equals_level_by_level_sweep(rng):
-    from pde.fd.solvers import fp_forward
+    from pde.fd.iterations import fp_forward
 
     d, _, phi, _ = _state_1d(rng, 0.3, n=16, nt=7)
     rho = fp_forward(d, phi)  # 1D reflecting: the Numba band kernel
@@ -287,7 +287,7 @@ def test_terminal_schur_solver_nonconvex_terminal_uses_gmres(rng):
 
 
 def test_banded_kernels_do_not_recompile_across_parameters(rng):
-    from pde.fd.solvers import fp_forward
+    from pde.fd.iterations import fp_forward
 
     d, U, phi, _ = _state_1d(rng, 0.3)
     d.jacobian_bands(U)

@@ -326,16 +326,26 @@ def test_only_the_adapter_imports_dolfinx():
 
 @dolfinx
 def test_fe_and_fd_agree_on_the_box():
+    """FE and FD, two independent discretisations, converge to each other, and closer than to the truth.
+
+    Both step in time by implicit Euler, whose first-order error they share, so their difference is
+    smaller than either one's error against the closed form (measured diff/min(e) = 0.44, 0.52, 0.57
+    over the three grids below: bound 0.75) and shrinks at first order as h and Δt halve together
+    (measured 0.76 then 0.86: bound 0.7 on the fitted slope). A spatial bug in either solver breaks both.
+    """
     p = pde.sgm(_mixture_1d(), domain=[[-6, 6]], T=1.0)
-    n, nt = 120, 60
-    fe = pde.solve(p, "fe", n=n, nt=nt, progress=False)
-    fd = pde.solve(p, "fd", n=n, nt=nt)
-    ex = pde.solve(p, "exact", n=n, nt=nt)
-    e_fe, _ = _errors(fe, ex)
-    e_fd, _ = _errors(fd, ex)
-    diff = np.sqrt(fe.cell_volume * ((fe.rho - fd.rho) ** 2).sum(-1)).max()
-    # two consistent discretisations differ by at most the sum of their errors
-    assert diff <= 1.05 * (e_fe + e_fd), (diff, e_fe, e_fd)
+    hs, diffs = [], []
+    for n, nt in ((60, 30), (120, 60), (240, 120)):
+        fe = pde.solve(p, "fe", n=n, nt=nt, progress=False)
+        fd = pde.solve(p, "fd", n=n, nt=nt, progress=False)
+        ex = pde.solve(p, "exact", n=n, nt=nt)
+        e_fe, _ = _errors(fe, ex)
+        e_fd, _ = _errors(fd, ex)
+        diff = np.sqrt(fe.cell_volume * ((fe.rho - fd.rho) ** 2).sum(-1)).max()
+        assert diff <= 0.75 * min(e_fe, e_fd), (n, diff, e_fe, e_fd)
+        hs.append(fe.h[0])
+        diffs.append(diff)
+    assert fitted_order(hs, diffs) >= 0.7, diffs
 
 
 @dolfinx

@@ -15,12 +15,14 @@ from compare.cli import main
 from compare.wellposed import STUDIES, UnknownStudy, run_study
 
 
-def _report_ok(path, study):
+def _report_ok(path, study, quick=True):
     for f in ("report.md", "report.html", "metrics.json", "provenance.json"):
         assert (path / f).is_file(), f
     meta = json.loads((path / "metrics.json").read_text())
     assert meta["schema"] == "mfglab.report/1"
-    assert meta["sections"]["Run"]["quick"] in (True, False)
+    # the run records the mode it ran in (the fixtures run quick=True, the slow test the full study)
+    assert meta["sections"]["Run"]["quick"] is quick
+    assert json.loads((path / "provenance.json").read_text())["quick"] is quick
     assert json.loads((path / "provenance.json").read_text())["study"] == study
     assert list(path.glob("fig_*.png"))
 
@@ -203,7 +205,7 @@ def test_cli_errors(tmp_path, capsys):
 @pytest.mark.parametrize("study", ["kinetic", "score", "coupling", "stability"])
 def test_full_study(study, tmp_path):
     path, d = run_study(study, tmp_path / study)
-    _report_ok(path, study)
+    _report_ok(path, study, quick=False)
     if study == "kinetic":
         # the ill-posedness shows at the full budget: FFJORD's seeds disagree more along the paths than
         # OT-Flow's (measured 2.34× with 3 seeds × 300 steps) while their terminal fits are alike

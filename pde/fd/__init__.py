@@ -11,6 +11,6 @@ from its on-disk cache) on the first solve, and that time is reported as
 
 from __future__ import annotations
 
-from .solve import FDConvergenceError, NonFiniteError, FDInputError, build_discretization, solve_fd
+from .driver import FDConvergenceError, NonFiniteError, FDInputError, build_discretization, solve_fd
 
 __all__ = ["solve_fd", "build_discretization", "FDConvergenceError", "NonFiniteError", "FDInputError"]

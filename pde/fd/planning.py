@@ -36,7 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import kernels as K
-from .solvers import SUGGESTION, FDConvergenceError, armijo_backtrack, fp_forward, hjb_backward, make_progress
+from .iterations import SUGGESTION, FDConvergenceError, armijo_backtrack, fp_forward, hjb_backward, make_progress
 from .system import Discretization, NonFiniteError
 
 __all__ = ["PlanningSystem", "solve_planning"]
@@ -330,7 +330,7 @@ def solve_planning(problem, disc: Discretization, rho1: np.ndarray, tol: float, 
     first order). ``options``: ``initial_guess`` (phi, rho) of shape (nt+1, N): only its
     φ^{nt} is used (default: :meth:`PlanningSystem.initial_guess`).
     """
-    from .solve import FDInputError
+    from .driver import FDInputError
 
     if disc.nu <= 0.0:
         raise FDInputError(

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from ..solution import MFGSolution  # noqa: F401  (type reference in docs)
-from .solvers import fp_forward
+from .iterations import fp_forward
 
 __all__ = ["ou_forward", "sgm_extras", "solve_wgf", "jko_chain"]
 
@@ -37,7 +37,7 @@ def ou_forward(problem, disc):
 
 def sgm_extras(problem, disc, phi, with_eta=True):
     """Scores from both routes: -∇φ (nonlinear HJB) and ∇log η (linear FP)."""
-    from .solve import gradient
+    from .driver import gradient
 
     grid = disc.grid
     shape = (grid.nt + 1,) + tuple(grid.shape)
@@ -61,7 +61,7 @@ def jko_chain(problem, disc, tau: float, nt_inner: int, tol: float, max_iter, pr
     ν = 0, b = 0, reference π, with ``nt_inner`` implicit time steps.
     Returns (times (J+1,), rho (J+1, N), total Newton iterations).
     """
-    from .solve import _solve_coupled
+    from .driver import _solve_coupled
 
     nsteps = int(round(problem.T / tau))
     g_in = disc.grid.with_(nt=nt_inner, T=tau)
@@ -82,7 +82,7 @@ def jko_chain(problem, disc, tau: float, nt_inner: int, tol: float, max_iter, pr
 
 def solve_wgf(problem, disc, solver, tol, max_iter, progress, options):
     """wgf: FP route ∂tρ = Δρ - ∇·(ρ∇log π) (φ ≡ 0 in the §2 form) and the JKO chain."""
-    from .solve import FDInputError
+    from .driver import FDInputError
 
     routes = tuple(options.get("wgf_routes", ("fp", "jko")))
     for r in routes:

@@ -118,7 +118,7 @@ class P1Operators:
         self._g.array[:] = owned
         self._g.ghostUpdate(addv=PETSc.InsertMode.INSERT, mode=PETSc.ScatterMode.FORWARD)
         with self._g.localForm() as loc:
-            return loc.array.copy()
+            return loc.array_r.copy()
 
     def vec(self, owned: np.ndarray | None = None):
         v = PETSc.Vec().createMPI((self.nloc, self.nglob), comm=self.comm)

@@ -1,7 +1,7 @@
 """All-at-once (space-time) Newton for the otflow system with the KL terminal cost.
 
-The outer fixed point on the terminal cost (``_outer_newton`` in
-:mod:`pde.fe.solver`) is cheap for the lq mean coupling (a few numbers per
+The outer fixed point on the terminal cost (``outer_newton`` in
+:mod:`pde.fe.coupling`) is cheap for the lq mean coupling (a few numbers per
 time level) but badly conditioned for g = 1 + log ρ^N - log γ: the map from
 g to ρ^N transports mass over O(1) distances and log ρ^N is set by tiny
 densities in the tails. Here instead Newton runs on all unknowns at once,
@@ -224,7 +224,7 @@ class SpaceTimeNewton:
         return float(np.sqrt(v)) if np.isfinite(v) else np.inf
 
     def solve(self, Z0):
-        from .solver import FESolveError
+        from .sweeps import FESolveError
 
         Z = Z0.copy()
         R = self.residual(Z)
@@ -245,7 +245,7 @@ class SpaceTimeNewton:
             self.ksp.setOperators(J)
             self.ksp.solve(b, x)
             reason = self.ksp.getConvergedReason()
-            dZ = x.array.copy()
+            dZ = x.array_r.copy()
             J.destroy(), b.destroy(), x.destroy()
             if reason < 0:
                 raise FESolveError(f"space-time Newton: the linear solve failed (PETSc reason {reason})")

@@ -1,4 +1,11 @@
-"""``solve_fd``: problem -> discretisation -> solver -> :class:`~pde.solution.MFGSolution`."""
+"""The FD driver: ``solve_fd``, problem -> discretisation -> solver -> :class:`~pde.solution.MFGSolution`.
+
+It checks the grid (resolution, memory), builds the :class:`~pde.fd.system.Discretization`, and
+drives the iterations of :mod:`pde.fd.iterations` (Newton, fixed point) through the homotopies
+that make them converge: continuation in λ or ν, and grid continuation (coarse grids first, each
+solution prolonged to the next). The wgf and sgm second routes live in :mod:`pde.fd.routes`.
+About 520 lines: the grid checks and the homotopies share the option handling of ``solve_fd``.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,10 @@ import numpy as np
 from ..distributions import GaussianMixture
 from ..problem import (FixedTerminal, KLTerminal, LocalCoupling, LocalTerminal, LQCoupling, LQTerminal, MFGProblem,
                        NoCoupling, PlanningTerminal)
+from ..memory import check_memory
 from ..solution import MFGSolution, package_versions
 from . import _jit
-from .solvers import (LINEAR_SOLVERS, FDConvergenceError, fixed_point, fp_forward, initial_guess, make_progress,
+from .iterations import (LINEAR_SOLVERS, FDConvergenceError, fixed_point, fp_forward, initial_guess, make_progress,
                       newton)
 from .system import Discretization, NonFiniteError
 
@@ -26,6 +34,11 @@ KL_FLOOR = 1e-4
 
 #: nodes per standard deviation of the narrowest Gaussian component required
 MIN_NODES_PER_STD = 2.0
+
+#: peak resident bytes per space-time node N·(nt+1), by dimension, and a fixed part (compiled
+#: kernels, SciPy/Numba runtime); measured on Newton solves with grid continuation (docs/fd.md, "Memory")
+FD_BYTES_PER_NODE = {1: 300.0, 2: 800.0}
+FD_BYTES_FIXED = 250e6
 
 
 class FDInputError(ValueError):
@@ -52,7 +65,12 @@ def _check_resolution(problem: MFGProblem, grid) -> None:
         raise FDInputError(
             f"grid too coarse: h = {hmax:.3g} but the narrowest Gaussian component has std {sig:.3g}; the scheme needs "
             f"h <= std/{MIN_NODES_PER_STD:g} = {sig / MIN_NODES_PER_STD:.3g}, i.e. n >= {need} on this box "
-            "(pass check_resolution=False to override)")
+            "(to override: check_resolution=False in Python, --no-check-resolution on the command line)")
+
+
+def memory_estimate(grid) -> float:
+    """Estimated peak bytes of :func:`solve_fd` on ``grid`` (no allocation; see :data:`FD_BYTES_PER_NODE`)."""
+    return FD_BYTES_FIXED + FD_BYTES_PER_NODE[grid.dim] * float(grid.size) * (grid.nt + 1)
 
 
 def _discrete_density(law, pts, vol, label: str) -> np.ndarray:
@@ -412,23 +430,30 @@ def solve_fd(problem: MFGProblem, n=None, nt=None, solver: str = "newton", tol: 
             wgf_routes (("fp", "jko")): which wgf routes to compute.
             jko_tau (problem.params["tau"]), jko_nt (steps per JKO sub-problem).
             sgm_eta (True): also solve the linear OU forward equation for η.
+            max_memory (None): memory budget (bytes or "8G"); the solve is refused
+                before allocating when :func:`memory_estimate` exceeds it (default:
+                the memory available, see :mod:`pde.memory`).
 
     Returns:
         MFGSolution with rho, phi (nt+1, *shape), extras (sgm: ``score``,
         ``score_fp``, ``eta``; wgf: ``jko_t``, ``jko_rho``) and meta (see docs).
 
     Raises:
-        FDConvergenceError (with ``.history``), NonFiniteError, FDInputError.
+        FDConvergenceError (with ``.history``), NonFiniteError, FDInputError,
+        MemoryLimitError (a ValueError: the grid does not fit in memory).
     """
     if solver not in SOLVERS:
         raise FDInputError(f"solver={solver!r}; expected one of {list(SOLVERS)}")
     if not (isinstance(tol, (int, float)) and tol > 0):
         raise FDInputError(f"tol={tol!r}; expected a positive number")
     known = {"initial_guess", "check_resolution", "continuation", "relaxation", "wgf_routes", "jko_tau", "jko_nt",
-             "sgm_eta", "kl_floor", "linear_solver", "nested"}
+             "sgm_eta", "kl_floor", "linear_solver", "nested", "max_memory"}
     unknown = set(options) - known
     if unknown:
         raise FDInputError(f"unknown option(s) {sorted(unknown)}; expected some of {sorted(known)}")
+    grid0 = problem.grid(n=n, nt=nt)
+    memory = check_memory(memory_estimate(grid0), f"the FD solve of {problem.name or problem.family} on "
+                          f"n={list(grid0.n)}, nt={grid0.nt}", options.get("max_memory"))
     wall0 = time.perf_counter()
     comp0 = _jit.compile_seconds()
     disc = build_discretization(problem, n, nt, options.get("check_resolution", True), options.get("kl_floor", KL_FLOOR))
@@ -500,6 +525,7 @@ def solve_fd(problem: MFGProblem, n=None, nt=None, solver: str = "newton", tol: 
                     "jacobian_s": info.get("jacobian_s"), "linear_solve_s": info.get("linear_solve_s")},
         "versions": package_versions(),
         "kl_floor": disc.kl_floor if disc.terminal[0] == "kl" else None,
+        "memory": memory,
     }
     for key in ("continuation", "last_stage_history", "levels", "work", "total_newton_iterations", "linear_solver",
                 "krylov_iterations"):

@@ -1,4 +1,4 @@
-"""Solvers on a :class:`~pde.fd.system.Discretization`.
+"""The iterations on a :class:`~pde.fd.system.Discretization` (the homotopies around them: :mod:`pde.fd.driver`).
 
 - :func:`newton`: all-at-once Newton on the coupled space-time system with
   the analytic Jacobian, a linear solver chosen by

@@ -1,0 +1,164 @@
+"""The time-marching core of the FE solver: backward HJB sweeps (Newton per step) and forward FP sweeps."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..problem import MFGProblem
+from . import _dolfinx_adapter as A
+from .operators import P1Operators
+
+PETSc = A.PETSc
+MPI = A.MPI
+
+__all__ = ["DEFAULT_KSP", "RHO_FLOOR", "FESolveError"]
+
+#: default PETSc options of the inner linear solves (prefix ``mfgfe_``) and the outer SNES (``mfgfe_outer_``)
+DEFAULT_KSP = {"ksp_type": "gmres", "pc_type": "bjacobi", "sub_pc_type": "ilu", "ksp_rtol": 1e-13,
+               "ksp_atol": 1e-15, "ksp_max_it": 500}
+
+#: density floor (relative to max ρ) inside log ρ for the KL terminal cost
+RHO_FLOOR = 1e-12
+
+#: peak resident bytes per space-time dof (dofs·(nt+1)) by dimension, per mesh dof, and a fixed part
+#: (DOLFINx, PETSc, MPI); measured on the space-time Newton route, the largest (docs/fe.md, "Memory")
+FE_BYTES_PER_NODE = {1: 1500.0, 2: 3000.0}
+FE_BYTES_PER_DOF = 5000.0
+FE_BYTES_FIXED = 400e6
+
+
+class FESolveError(RuntimeError):
+    """A Newton or linear solve of the FE solver failed (the message says which and why)."""
+
+
+# --------------------------------------------------------------------------
+
+
+class _Core:
+    """Backward HJB sweeps (Newton) and forward FP sweeps on one mesh."""
+
+    def __init__(self, problem: MFGProblem, ops: P1Operators, nt: int, control: bool, ksp_options: dict,
+                 newton_tol: float, newton_maxit: int, progress: bool):
+        self.p, self.ops, self.nt = problem, ops, nt
+        self.dt = problem.T / nt
+        self.t = np.linspace(0.0, problem.T, nt + 1)
+        self.lam = problem.lam
+        self.control = control
+        nu = problem.nu
+        self.clin = ops.linear_weights(nu, problem.drift)
+        self.Ldiag = ops.rowsum(self.clin)
+        self.newton_tol, self.newton_maxit = newton_tol, newton_maxit
+        self.progress = progress and ops.comm.rank == 0
+        opts = PETSc.Options()
+        for k, v in {**DEFAULT_KSP, **ksp_options}.items():
+            if not opts.hasName("mfgfe_" + k):
+                opts.setValue("mfgfe_" + k, v)
+        self.ksp = PETSc.KSP().create(ops.comm)
+        self.ksp.setOptionsPrefix("mfgfe_")
+        self.ksp.setFromOptions()
+        Xo = ops.X[: ops.nloc]
+        self.c = [problem.c(Xo, float(t)) for t in self.t]
+        self.stats = {"newton_iterations": 0, "newton_max_per_step": 0, "ksp_iterations": 0, "linear_solves": 0,
+                      "hjb_sweeps": 0, "fp_sweeps": 0}
+
+    # -- pieces ------------------------------------------------------------
+
+    def _solve(self, M, rhs: np.ndarray, what: str) -> np.ndarray:
+        b = self.ops.vec(rhs)
+        x = b.duplicate()
+        self.ksp.setOperators(M)
+        self.ksp.solve(b, x)
+        reason = self.ksp.getConvergedReason()
+        its = self.ksp.getIterationNumber()
+        self.stats["ksp_iterations"] += its
+        self.stats["linear_solves"] += 1
+        if reason < 0:
+            raise FESolveError(f"{what}: the linear solver diverged (PETSc reason {reason} after {its} iterations); "
+                               "try -mfgfe_pc_type lu or a smaller time step")
+        out = x.array_r.copy()
+        b.destroy(), x.destroy()
+        return out
+
+    def _edge_diff(self, phi_all):
+        return phi_all[self.ops.ei] - phi_all[self.ops.ej]
+
+    def jacobian(self, phi: np.ndarray):
+        """M/Δt + A(φ) as a PETSc matrix (owned φ in)."""
+        ops = self.ops
+        off = -self.clin
+        diag = ops.m / self.dt + self.Ldiag
+        if self.control:
+            dpos = np.maximum(self._edge_diff(ops.ghosted(phi)), 0.0)
+            s = ops.wp * dpos / self.lam
+            off = off - s
+            diag = diag + ops.rowsum(s)
+        return ops.matrix(off, diag)
+
+    def hjb_residual(self, phi: np.ndarray, phi_next: np.ndarray, src: np.ndarray) -> np.ndarray:
+        ops = self.ops
+        diff = self._edge_diff(ops.ghosted(phi))
+        R = ops.m * (phi - phi_next) / self.dt + ops.rowsum(self.clin * diff) - src
+        if self.control:
+            R += ops.rowsum(ops.wp * np.maximum(diff, 0.0) ** 2) / (2.0 * self.lam)
+        return R
+
+    def hjb_step(self, phi_next: np.ndarray, src: np.ndarray, k: int) -> np.ndarray:
+        """Solve one implicit HJB step for φ^k by Newton (semismooth: Ĥ is piecewise quadratic)."""
+        ops = self.ops
+        phi = phi_next.copy()
+        for it in range(self.newton_maxit + 1):
+            R = self.hjb_residual(phi, phi_next, src)
+            res = ops.max_abs(R / ops.m)
+            if res <= self.newton_tol * max(1.0, ops.max_abs(phi)):
+                self.stats["newton_iterations"] += it
+                self.stats["newton_max_per_step"] = max(self.stats["newton_max_per_step"], it)
+                return phi
+            if it == self.newton_maxit:
+                break
+            J = self.jacobian(phi)
+            phi = phi - self._solve(J, R, f"HJB Newton step {it} at t={self.t[k]:.4g}")
+            J.destroy()
+        raise FESolveError(f"HJB Newton did not converge at t={self.t[k]:.4g}: residual {res:.3g} after "
+                           f"{self.newton_maxit} iterations; expected <= {self.newton_tol:g} — reduce the time step")
+
+    def hjb_sweep(self, g: np.ndarray, running) -> list:
+        """φ^N = g, then k = N-1..0; ``running(k)`` gives f at step k (owned) or None."""
+        phis = [None] * (self.nt + 1)
+        phis[-1] = g
+        steps = range(self.nt - 1, -1, -1)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc="HJB (backward)", leave=False)
+        for k in steps:
+            f = running(k)
+            src = self.ops.m * (self.c[k] + (0.0 if f is None else f))
+            phis[k] = self.hjb_step(phis[k + 1], src, k)
+        self.stats["hjb_sweeps"] += 1
+        return phis
+
+    def fp_sweep(self, rho0: np.ndarray, phis: list | None) -> list:
+        """ρ^{k+1} = (M/Δt + A(φ^k)ᵀ)⁻¹ M ρ^k/Δt, k = 0..N-1 (phis None: no control)."""
+        ops = self.ops
+        rhos = [rho0]
+        fixed = None
+        for k in range(self.nt):
+            if phis is None:
+                if fixed is None:
+                    fixed = self.jacobian(np.zeros(ops.nloc))
+                    fixed.transpose()
+                MT = fixed
+            else:
+                MT = self.jacobian(phis[k])
+                MT.transpose()
+            rhos.append(self._solve(MT, ops.m * rhos[-1] / self.dt, f"FP step at t={self.t[k + 1]:.4g}"))
+            if phis is not None:
+                MT.destroy()
+        if fixed is not None:
+            fixed.destroy()
+        self.stats["fp_sweeps"] += 1
+        return rhos
+
+
+# --------------------------------------------------------------------------
+# couplings: the data U closed by the outer Newton iteration
