@@ -40,6 +40,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from pde.io import json_default
+
 from .markdown import CSS as _CSS
 from .markdown import markdown_to_html
 
@@ -188,23 +190,6 @@ def provenance(seed: int | None = None, extra: Mapping | None = None) -> dict:
 # --------------------------------------------------------------------------
 # the writer
 # --------------------------------------------------------------------------
-
-
-def _json_default(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.floating,)):
-        v = float(o)
-        return v if math.isfinite(v) else None
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.bool_,)):
-        return bool(o)
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, Mapping):
-        return dict(o)
-    return repr(o)
 
 
 def _clean(o):
@@ -403,7 +388,7 @@ def write_report(out_dir, *, title: str, case=None, truth=None, model=None, metr
             for f in sec.figures:
                 md += [f"![{f.caption or f.name}]({f.name})", ""]
         if problem is not None:
-            md += ["## Problem", "", "```", json.dumps(_clean(problem.describe()), indent=1, default=_json_default), "```", ""]
+            md += ["## Problem", "", "```", json.dumps(_clean(problem.describe()), indent=1, default=json_default), "```", ""]
         md += ["## Provenance", "", markdown_table(["", ""], [
             ["git commit", f"{prov['git']['commit']}" + (" (uncommitted changes)" if prov["git"].get("dirty") else "")],
             ["seed", str(prov["seed"])], ["host", prov["hostname"]], ["CPU", f"{prov['cpu']} ({prov['cpu_count']} cores)"],
@@ -429,9 +414,9 @@ def write_report(out_dir, *, title: str, case=None, truth=None, model=None, metr
             "truth_meta": truth.meta if truth is not None else None,
             "model_meta": model.meta if model is not None else None,
         }
-        (tmp / "metrics.json").write_text(json.dumps(_clean(payload), indent=1, default=_json_default,
+        (tmp / "metrics.json").write_text(json.dumps(_clean(payload), indent=1, default=json_default,
                                                      allow_nan=False), encoding="utf-8")
-        (tmp / "provenance.json").write_text(json.dumps(_clean(prov), indent=1, default=_json_default), encoding="utf-8")
+        (tmp / "provenance.json").write_text(json.dumps(_clean(prov), indent=1, default=json_default), encoding="utf-8")
         _swap_into_place(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

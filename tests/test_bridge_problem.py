@@ -88,7 +88,7 @@ def test_bad_bridge_files_name_file_and_key(tmp_path, extra, target, match):
 def test_target_table_is_not_accepted_by_other_families(tmp_path):
     path = tmp_path / "ot.toml"
     path.write_text(_FILE.format(extra="", target=_TARGET.format(m=1.0)).replace('"bridge"', '"otflow"'))
-    with pytest.raises(pde.ProblemFileError, match=r"unknown key\(s\) \['target'\]"):
+    with pytest.raises(pde.ProblemFileError, match=r"\['target'\] are not parameters of family 'otflow'"):
         pde.load_problem(path)
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from pde.io import atomic_path
-from pde.solution import _json_default  # the one JSON encoder of metadata (NumPy values, paths)
+from pde.io import json_default  # the one JSON encoder of metadata (NumPy values, paths)
 
 __all__ = ["ModelFile", "ModelFileError", "FORMAT", "FIELDS", "TIME_CONVENTIONS"]
 
@@ -137,7 +137,7 @@ class ModelFile:
         path = Path(path)
         if path.suffix != ".npz":
             raise ModelFileError(f"model file {path}: expected a name ending in .npz")
-        arrays = {"t": self.t, "meta": np.array(json.dumps(self.meta, default=_json_default, sort_keys=True))}
+        arrays = {"t": self.t, "meta": np.array(json.dumps(self.meta, default=json_default, sort_keys=True))}
         if self.samples is not None:
             arrays["samples"] = self.samples
         if self.axes is not None:
