@@ -180,8 +180,12 @@ def jko_step(mu: np.ndarray, axes: tuple, log_gamma: np.ndarray, tau: float, *, 
             it (and without stage 1) the polish starts from :func:`mean_shift_start`.
         tol: the polish stops when the marginal error ‖μ − S#ρ_T‖₁ reaches ``tol``.
         accept_tol: a polish whose step size collapsed (it cannot lower the residual further: the
-            globalisation's floor, ~1e-5 to 1e-4 on the cases measured in docs/ot.md) counts as
-            converged when its marginal error is at most ``accept_tol``.
+            globalisation's floor, ~1e-5 to 2e-4 on the cases measured in docs/ot.md) counts as
+            converged when its marginal error is at most ``accept_tol``; the certificates then say
+            ``accepted_on_stall``. Default 3e-4: measured, the L1 error of ρ_t (t = T/2, T) against
+            the converged solution is 0.13 to 0.9 times the marginal error at which the polish
+            stopped (64² Gaussian, 80² mixture, marginal errors 3e-4 to 3e-2), so an accepted stall
+            adds at most ~3e-4 to the truth error, under a third of the 1e-3 target.
         max_iter: cap on the polish iterations (non-convergence raises :class:`OTConvergenceError`).
         bfm_iter, bfm_tol: stage-1 cap and stagnation threshold.
         theta: preconditioner shift (default 1/τ).
@@ -224,18 +228,23 @@ def jko_step(mu: np.ndarray, axes: tuple, log_gamma: np.ndarray, tau: float, *, 
         if marg_w < marg:
             phi, marg, stalled = phi_w, marg_w, stalled_w
     converged = marg <= max(tol, accept_tol if stalled else tol)
+    accepted_on_stall = converged and marg > tol
     psi = c_transform(phi, axes, refine=True)
     rho = _rho_star(psi, lg, tau, vol)
     cert = {"dual": dual_value(phi, psi, mu, lg, tau, vol) / tau, "marginal_l1": marg, "converged": converged,
-            "stalled": stalled, "tol": tol, "accept_tol": accept_tol, "bfm_iterations": n1, "polish_iterations": n2,
+            "stalled": stalled, "accepted_on_stall": accepted_on_stall, "tol": tol, "accept_tol": accept_tol, "bfm_iterations": n1, "polish_iterations": n2,
             "iterations": n1 + n2, "bfm_s": t_bfm, "wall_time_s": time.perf_counter() - t0}
     if not converged and raise_on_fail:
-        why = "the step size collapsed" if stalled else f"max_iter={max_iter} polish iterations were used"
+        if stalled:
+            why = (f"the polish stalled (its step size collapsed) at {marg:.3e} > accept_tol = {accept_tol:g}; "
+                   "refine the grid or enlarge the box if the density comes near the walls; accept_tol above "
+                   f"{marg:.1e} would accept an iteration error of about that size in rho")
+        else:
+            why = f"max_iter={max_iter} polish iterations were used before reaching tol; raise max_iter"
         raise OTConvergenceError(
-            f"JKO step did not converge: marginal error ‖μ − S#ρ_T‖₁ = {marg:.3e} > tol = {tol:g} / "
-            f"accept_tol = {accept_tol:g} ({why}; "
-            f"{n1} back-and-forth and {n2} polish iterations) — refine the grid, raise max_iter or loosen tol; "
-            "a density touching the walls also stalls it (enlarge the box)", history)
+            f"JKO step did not converge: marginal error ‖μ − S#ρ_T‖₁ = {marg:.3e} > tol = {tol:g} "
+            f"({n1} back-and-forth and {n2} polish iterations; the history of the marginal error is in "
+            f".history): {why}", history)
     return JKOResult(phi, psi, rho, cert, history, n1 + n2)
 
 

@@ -134,7 +134,8 @@ def _solve_step(problem, shape, mu_law, mu_grid, ref, tau, tol, accept_tol, max_
                        raise_on_fail=k == len(todo) - 1)
         levels.append({"n": list(lvl), "bfm_iterations": res.certificates["bfm_iterations"],
                        "polish_iterations": res.certificates["polish_iterations"],
-                       "marginal_l1": res.certificates["marginal_l1"], "wall_s": time.perf_counter() - t0})
+                       "marginal_l1": res.certificates["marginal_l1"], "converged": res.certificates["converged"],
+                       "accepted_on_stall": res.certificates["accepted_on_stall"], "wall_s": time.perf_counter() - t0})
         history.extend(h["marginal_l1"] for h in res.history if "marginal_l1" in h)
         phi0, axes_prev = res.phi, g.axes
     return res, levels
@@ -160,13 +161,37 @@ def _step_certificates(mu, res, axes, lg, tau, rho_T):
             "marginal_l1": res.certificates["marginal_l1"], "terminal_l1_push_vs_dual": vol * float(np.abs(rho_T - res.rho).sum()),
             "optimality_residual": float(np.abs(dev - dev.mean()).max()) if dev.size else math.nan,
             "transport_cost": transport, "kl": kl, "iterations": res.iterations,
-            "bfm_iterations": res.certificates["bfm_iterations"], "polish_iterations": res.certificates["polish_iterations"]}
+            "bfm_iterations": res.certificates["bfm_iterations"], "polish_iterations": res.certificates["polish_iterations"],
+            "stalled": res.certificates["stalled"], "accepted_on_stall": res.certificates["accepted_on_stall"]}
 
 
-def solution_meta(problem, grid, rho, push, tol, accept_tol, mass_def, unresolved, history, fields: dict) -> dict:
-    """The ``meta`` of an ot solution: the fields every ot solution has, then ``fields``."""
+def convergence_summary(steps: list, tol: float, accept_tol: float) -> dict:
+    """How the JKO steps (their certificates, in order) were accepted, in words and as fields.
+
+    ``status`` is "converged" when every step reached ``tol``, "accepted-on-stall" when some polish
+    stalled between ``tol`` and ``accept_tol`` (the steps, by index, and their marginal errors are
+    listed); a stall above ``accept_tol`` has already raised.
+    """
+    stalled = [(j, c["marginal_l1"]) for j, c in enumerate(steps) if c["accepted_on_stall"]]
+    worst = max(c["marginal_l1"] for c in steps)
+    if not stalled:
+        text = f"converged: marginal error {worst:.2e} <= tol {tol:g}"
+    else:
+        which = ", ".join(f"step {j}: {m:.2e}" for j, m in stalled)
+        text = (f"accepted on stall: the polish could not lower the marginal error below tol {tol:g} and it is "
+                f"at most accept_tol {accept_tol:g} ({which}); the iteration adds about that much L1 error to rho")
+    return {"status": "accepted-on-stall" if stalled else "converged", "convergence": text,
+            "accepted_on_stall": bool(stalled), "stalled_steps": [j for j, _ in stalled],
+            "max_marginal_l1": worst}
+
+
+def solution_meta(problem, grid, rho, push, tol, accept_tol, mass_def, unresolved, history, steps: list,
+                  fields: dict) -> dict:
+    """The ``meta`` of an ot solution: the fields every ot solution has (with the
+    :func:`convergence_summary` of the step certificates ``steps``), then ``fields``."""
     mass = grid.integrate(rho)
     return {"method": "ot", "problem": problem.describe(), "grid": grid.to_dict(), "residual_history": history,
+            **convergence_summary(steps, tol, accept_tol),
             "tol": tol, "accept_tol": accept_tol, "mass_error": float(np.max(np.abs(mass - 1.0))),
             "push_mass_defect": mass_def, "unresolved_nodes": unresolved, "min_rho": float(rho.min()),
             "push": push, "versions": package_versions(), **fields}
@@ -268,7 +293,7 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float = 1e-6, max_iter: 
     t_phi = time.perf_counter() - t1
     cert = _step_certificates(mu, res, grid.axes, lg, tau, push_T)
     wall = time.perf_counter() - wall0
-    meta = solution_meta(problem, grid, rho, push, tol, accept_tol, mass_def, unresolved, history, {
+    meta = solution_meta(problem, grid, rho, push, tol, accept_tol, mass_def, unresolved, history, [cert], {
         "scheme": "JKO step by the second-order Monge-Ampere polish of its dual (back-and-forth ascent on "
                   f"request); displacement interpolation ({push}); Hopf-Lax potentials",
         "tau": tau,
@@ -277,4 +302,4 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float = 1e-6, max_iter: 
         "levels": levels,
         "timings": {"solve_s": t_solve, "rho_levels_s": t_rho, "phi_levels_s": t_phi, "wall_s": wall},
     })
-    return MFGSolution(grid.t, grid.axes, rho, phi, meta=meta, extras={"rho_push_T": push_T}, status="converged")
+    return MFGSolution(grid.t, grid.axes, rho, phi, meta=meta, extras={"rho_push_T": push_T}, status=meta["status"])

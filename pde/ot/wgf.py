@@ -80,7 +80,7 @@ def solve_wgf_chain(problem, grid, tol, accept_tol, max_iter, push, progress, wa
     phi = np.log(np.maximum(rho, 1e-300)) - lg
     t_rho = time.perf_counter() - t1
     wall = time.perf_counter() - wall0
-    meta = solution_meta(problem, grid, rho, push, tol, accept_tol, mass_def, unresolved, history, {
+    meta = solution_meta(problem, grid, rho, push, tol, accept_tol, mass_def, unresolved, history, certs, {
         "scheme": f"JKO chain of {J} steps (tau = {tau:g}), each by the ot route's JKO step; displacement "
                   f"interpolation ({push}) inside a step; phi = log(rho/pi)",
         "wgf_route": "JKO chain (O(tau) approximation of the gradient flow)",
@@ -93,4 +93,4 @@ def solve_wgf_chain(problem, grid, tol, accept_tol, max_iter, push, progress, wa
         "timings": {"solve_s": t_solve, "step_s": t_steps, "rho_levels_s": t_rho, "wall_s": wall},
     })
     extras = {"jko_t": np.arange(J + 1) * tau, "jko_rho": np.stack(chain)}
-    return MFGSolution(grid.t, grid.axes, rho, phi, meta=meta, extras=extras, status="converged")
+    return MFGSolution(grid.t, grid.axes, rho, phi, meta=meta, extras=extras, status=meta["status"])
