@@ -84,11 +84,13 @@ def test_gaussian_2d_density_and_potential_vs_closed_form(gauss128):
     for k, t in enumerate(grid.t):
         ex = cf.rho(pts, t)
         l1 = float(grid.integrate(np.abs(sol.rho[k] - ex)))
-        # issue target 1e-3; the scheme is exact for affine maps up to splines and iteration (measured ~2e-5)
-        assert l1 <= 1e-3, (t, l1)
+        # the issue's target is 1e-3; the scheme is exact for affine maps up to splines and the polish's
+        # stall (measured ≤ 2.5e-6 at every level, marginal error 6e-6): 3e-5 leaves a factor 10 for the
+        # stall level and fails a regression long before the target is missed
+        assert l1 <= 3e-5, (t, l1)
         support = ex > 1e-3 * ex.max()
-        dphi = (sol.phi[k] - cf.phi(pts, t))[support]
-        assert np.abs(dphi - dphi.mean()).max() <= 1e-3, t  # φ up to a constant (measured ~9e-5)
+        # φ itself, its constant fixed by φ(·, T) = 1 + log ρ_T − log γ (measured ≤ 2e-5 on the support)
+        assert np.abs(sol.phi[k] - cf.phi(pts, t))[support].max() <= 2e-4, t
 
 
 def test_gaussian_2d_certificates_and_mass(gauss128):
@@ -97,9 +99,12 @@ def test_gaussian_2d_certificates_and_mass(gauss128):
     assert sol.meta["method"] == "ot"
     assert np.abs(sol.mass() - 1.0).max() <= 1e-13
     assert sol.rho.min() >= 0.0
-    assert cert["marginal_l1"] <= 3e-4
-    assert abs(cert["gap"]) <= 1e-3 * max(1.0, abs(cert["dual"]))  # primal (map) and dual values agree
-    assert cert["optimality_residual"] < 0.05
+    assert cert["marginal_l1"] <= 3e-5  # measured 6e-6 (a stall, accepted: the status says so)
+    assert sol.status in ("converged", "accepted-on-stall")
+    # primal (map) and dual values agree: measured relative gap 3.3e-5; the optimality residual
+    # (max deviation of log(T#μ/γ) + ψ/τ from its mean on the support) measured 2.6e-3
+    assert abs(cert["gap"]) <= 3e-4 * max(1.0, abs(cert["dual"]))
+    assert cert["optimality_residual"] < 0.02
     for key in ("iterations", "levels", "timings", "residual_history", "mass_error", "min_rho"):
         assert key in sol.meta
 
