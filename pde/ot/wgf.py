@@ -3,10 +3,10 @@
 ρ_{j+1} = argmin KL(ρ‖π) + W₂²(ρ_j, ρ)/(2τ), j = 0..J−1, J = T/τ with the
 problem's τ (``params["tau"]``): each step is :func:`pde.ot.bfm.jko_step`
 with reference π on the warm-start hierarchy of grids, starting from the
-mean-shift translation of :func:`pde.ot.bfm.mean_shift_start` (measured:
-starting a step from the previous step's potential stalls the polish at a
-marginal error of 3e-3 on ``wgf-gaussian-2d`` at 64²; the translation start
-reaches 1e-6). ρ_{j+1} is the dual's density π e^{−ψ/τ}/Z (positive
+moment-matched Gaussian step of :func:`pde.ot.bfm.gaussian_start` (measured
+on ``wgf-gaussian-2d`` at 64²: starting a step from the previous step's
+potential stalls the polish at a marginal error of 3e-3; from the Gaussian
+start every step reaches 1e-7). ρ_{j+1} is the dual's density π e^{−ψ/τ}/Z (positive
 everywhere), so the next step's μ has a smooth logarithm.
 
 The chain approximates the gradient flow ∂tρ = ∇·(ρ∇log(ρ/π)) to O(τ); the
