@@ -33,7 +33,7 @@ import numpy as np
 from ..problem import KLTerminal, MFGProblem
 from ..solution import MFGSolution, package_versions
 from .bfm import OTConvergenceError, jko_step, prolong
-from .interpolate import PUSHES, Displacement, displacement
+from .interpolate import PUSHES, Displacement, PushStats, displacement
 from .legendre import hopf_lax
 
 __all__ = ["solve_ot", "memory_estimate", "OTInputError", "OTConvergenceError", "COVERED", "OTHER_ROUTES"]
@@ -185,15 +185,14 @@ def convergence_summary(steps: list, tol: float, accept_tol: float) -> dict:
             "max_marginal_l1": worst}
 
 
-def solution_meta(problem, grid, rho, push, tol, accept_tol, mass_def, unresolved, history, steps: list,
-                  fields: dict) -> dict:
+def solution_meta(problem, grid, rho, push, tol, accept_tol, stats, history, steps: list, fields: dict) -> dict:
     """The ``meta`` of an ot solution: the fields every ot solution has (with the
     :func:`convergence_summary` of the step certificates ``steps``), then ``fields``."""
     mass = grid.integrate(rho)
     return {"method": "ot", "problem": problem.describe(), "grid": grid.to_dict(), "residual_history": history,
             **convergence_summary(steps, tol, accept_tol),
             "tol": tol, "accept_tol": accept_tol, "mass_error": float(np.max(np.abs(mass - 1.0))),
-            "push_mass_defect": mass_def, "unresolved_nodes": unresolved, "min_rho": float(rho.min()),
+            **stats.meta(), "min_rho": float(rho.min()),
             "push": push, "versions": package_versions(), **fields}
 
 
@@ -278,12 +277,10 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float = 1e-6, max_iter: 
     t1 = time.perf_counter()
     disp = Displacement(res.phi, grid.axes) if push == "jacobian" else None
     rho = np.empty((grid.nt + 1,) + shape)
-    unresolved = 0
-    mass_def = 0.0
+    stats = PushStats()
     for k, t in enumerate(grid.t):
         rho[k], info = displacement(mu, res.phi, grid.axes, float(t) / problem.T, mu_fn=mu_fn, push=push, disp=disp)
-        unresolved = max(unresolved, info["unresolved_nodes"])
-        mass_def = max(mass_def, abs(info["mass_before_normalisation"] - 1.0))
+        stats.add(info, float(t), used=k < grid.nt)  # the push at T is only the certificate's
     push_T = rho[-1].copy()
     rho[-1] = res.rho  # ρ_T = γ e^{−ψ/τ}/Z: measured second order where the push at s = 1 is first (docs/ot.md)
     t_rho = time.perf_counter() - t1
@@ -293,7 +290,7 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float = 1e-6, max_iter: 
     t_phi = time.perf_counter() - t1
     cert = _step_certificates(mu, res, grid.axes, lg, tau, push_T)
     wall = time.perf_counter() - wall0
-    meta = solution_meta(problem, grid, rho, push, tol, accept_tol, mass_def, unresolved, history, [cert], {
+    meta = solution_meta(problem, grid, rho, push, tol, accept_tol, stats, history, [cert], {
         "scheme": "JKO step by the second-order Monge-Ampere polish of its dual (back-and-forth ascent on "
                   f"request); displacement interpolation ({push}); Hopf-Lax potentials",
         "tau": tau,

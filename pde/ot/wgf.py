@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from ..solution import MFGSolution
-from .interpolate import Displacement, displacement
+from .interpolate import Displacement, PushStats, displacement
 from .push import Interpolant
 
 __all__ = ["solve_wgf_chain"]
@@ -58,8 +58,7 @@ def solve_wgf_chain(problem, grid, tol, accept_tol, max_iter, push, progress, wa
     t_solve = time.perf_counter() - wall0
     t1 = time.perf_counter()
     rho = np.empty((grid.nt + 1,) + shape)
-    unresolved = 0
-    mass_def = 0.0
+    stats = PushStats()
     disps = {}
     for k, t in enumerate(grid.t):
         j = min(int(np.floor(t / tau + 1e-9)), J - 1)
@@ -75,12 +74,11 @@ def solve_wgf_chain(problem, grid, tol, accept_tol, max_iter, push, progress, wa
         fn = mu_fn0 if j == 0 else Interpolant(np.log(chain[j]), grid.axes)
         mu_fn = fn if j == 0 else (lambda P, f=fn: np.exp(f(P)))
         rho[k], info = displacement(chain[j], phis[j], grid.axes, s, mu_fn=mu_fn, push=push, disp=disps.get(j))
-        unresolved = max(unresolved, info["unresolved_nodes"])
-        mass_def = max(mass_def, abs(info["mass_before_normalisation"] - 1.0))
+        stats.add(info, float(t))
     phi = np.log(np.maximum(rho, 1e-300)) - lg
     t_rho = time.perf_counter() - t1
     wall = time.perf_counter() - wall0
-    meta = solution_meta(problem, grid, rho, push, tol, accept_tol, mass_def, unresolved, history, certs, {
+    meta = solution_meta(problem, grid, rho, push, tol, accept_tol, stats, history, certs, {
         "scheme": f"JKO chain of {J} steps (tau = {tau:g}), each by the ot route's JKO step; displacement "
                   f"interpolation ({push}) inside a step; phi = log(rho/pi)",
         "wgf_route": "JKO chain (O(tau) approximation of the gradient flow)",
