@@ -94,7 +94,9 @@ def _restrict(u: np.ndarray, shape: tuple) -> np.ndarray:
     return u
 
 
-def _law_fns(law, dim):
+def _law_fns(law):
+    """(pdf, logpdf) of a law on node stacks of shape (d, *shape)."""
+
     def pdf(P):
         return np.asarray(law.pdf(np.moveaxis(P, 0, -1)), dtype=float)
 
@@ -111,7 +113,7 @@ def _solve_step(problem, shape, mu_law, mu_grid, ref, tau, tol, accept_tol, max_
     μ is ``mu_law`` sampled on each level, or the grid density ``mu_grid`` (on ``shape``) restricted
     to it. Only the finest level raises when it does not converge: a coarse level only starts the next.
     """
-    _, lg_fn = _law_fns(ref, problem.dim)
+    _, lg_fn = _law_fns(ref)
     levels = []
     phi0 = None
     axes_prev = None
@@ -273,7 +275,7 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float = 1e-6, max_iter: 
     mu = np.asarray(problem.rho0.pdf(pts), dtype=float)
     mu = mu / grid.integrate(mu)
     lg = np.asarray(ref.logpdf(pts), dtype=float)
-    mu_fn, _ = _law_fns(problem.rho0, problem.dim)
+    mu_fn, _ = _law_fns(problem.rho0)
     t1 = time.perf_counter()
     disp = Displacement(res.phi, grid.axes) if push == "jacobian" else None
     rho = np.empty((grid.nt + 1,) + shape)

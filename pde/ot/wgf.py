@@ -42,7 +42,7 @@ def solve_wgf_chain(problem, grid, tol, accept_tol, max_iter, push, progress, wa
     lg = np.asarray(ref.logpdf(pts), dtype=float)
     mu = np.asarray(problem.rho0.pdf(pts), dtype=float)
     mu = mu / grid.integrate(mu)
-    mu_fn0, _ = _law_fns(problem.rho0, problem.dim)
+    mu_fn0, _ = _law_fns(problem.rho0)
     chain = [mu]
     phis, certs, levels_all, history = [], [], [], []
     t_steps = []
