@@ -83,11 +83,13 @@ def test_gaussian_2d_density_and_potential_vs_closed_form(gauss128):
     for k, t in enumerate(grid.t):
         ex = cf.rho(pts, t)
         l1 = float(grid.integrate(np.abs(sol.rho[k] - ex)))
-        # issue target 1e-3; the scheme is exact for affine maps up to splines and iteration (measured ~2e-5)
-        assert l1 <= 1e-3, (t, l1)
+        # the issue's target is 1e-3; the scheme is exact for affine maps up to splines and iteration:
+        # measured 3e-8 from the Gaussian start (2.5e-6 after a stall from the identity map); 3e-5 allows
+        # a stall and fails a regression long before the target is missed
+        assert l1 <= 3e-5, (t, l1)
         support = ex > 1e-3 * ex.max()
-        dphi = (sol.phi[k] - cf.phi(pts, t))[support]
-        assert np.abs(dphi - dphi.mean()).max() <= 1e-3, t  # φ up to a constant (measured ~9e-5)
+        # φ itself, its constant fixed by φ(·, T) = 1 + log ρ_T − log γ (measured ≤ 2e-5 on the support)
+        assert np.abs(sol.phi[k] - cf.phi(pts, t))[support].max() <= 2e-4, t
 
 
 def test_gaussian_2d_certificates_and_mass(gauss128):
@@ -96,18 +98,54 @@ def test_gaussian_2d_certificates_and_mass(gauss128):
     assert sol.meta["method"] == "ot"
     assert np.abs(sol.mass() - 1.0).max() <= 1e-13
     assert sol.rho.min() >= 0.0
-    assert cert["marginal_l1"] <= 3e-4
-    assert abs(cert["gap"]) <= 1e-3 * max(1.0, abs(cert["dual"]))  # primal (map) and dual values agree
-    assert cert["optimality_residual"] < 0.05
+    assert cert["marginal_l1"] <= 3e-5  # measured 7e-8 (6e-6, a stall, from the identity map)
+    assert sol.status in ("converged", "accepted-on-stall")
+    # primal (map) and dual values agree: measured relative gap 2.8e-9 (3.3e-5 after the identity start's
+    # stall); the optimality residual (max deviation of log(T#μ/γ) + ψ/τ from its mean on the support)
+    # measured 9e-6 (2.6e-3 after that stall): bounds between the two
+    assert abs(cert["gap"]) <= 1e-6 * max(1.0, abs(cert["dual"]))
+    assert cert["optimality_residual"] < 1e-3
     for key in ("iterations", "levels", "timings", "residual_history", "mass_error", "min_rho"):
         assert key in sol.meta
 
 
-def test_1d_mixture_matches_quantile_oracle():
-    mix = pde.GaussianMixture([0.5, 0.5], [[-1.0], [1.5]], [[[0.3]], [[0.5]]])
-    prob = pde.otflow(mix, domain=[[-6.0, 6.0]], T=1.0, lam=1.0, n=(400,), nt=2)
+@pytest.mark.parametrize("case", ["far-mean", "correlated-shifted-reference", "contracting"])
+def test_gaussian_2d_large_shift_and_general_reference(case):
+    """Off the axes and off the standard reference: a mean moved by 1.8, a correlated covariance against a
+    shifted correlated reference with λ = 2, T = 0.7 (τ = 0.35). From the identity map the polish stalled
+    at marginal errors 0.15 and 0.06 (raising); from the Gaussian start L1 ≤ 2e-6 at every level; 5e-5 is
+    the bound of the other Gaussian checks and fails any stalled answer (those were 1.5e-4 and up); the contracting case (γ narrower than the data) stalled at 1.7e-2."""
+    S0 = np.array([[0.5, 0.2], [0.2, 0.3]])
+    if case == "far-mean":
+        prob = pde.otflow(pde.Gaussian([2.5, 0.0], [[0.5, 0.0], [0.0, 0.3]]), domain=BOX2, n=(64, 64), nt=4)
+    elif case == "contracting":  # γ narrower than the data (identity start: stalled at 1.7e-2)
+        prob = pde.otflow(pde.Gaussian([0.0, 0.0], [[0.5, 0.0], [0.0, 0.3]]), domain=BOX2, n=(64, 64), nt=4,
+                          reference=pde.Gaussian([0.0, 0.0], [[0.25, 0.0], [0.0, 0.25]]))
+    else:
+        ref = pde.Gaussian([-0.4, 0.3], 0.7 * S0 + 0.4 * np.eye(2))  # commutes with S0: a closed form exists
+        prob = pde.otflow(pde.Gaussian([1.2, 0.6], S0), domain=BOX2, T=0.7, lam=2.0, reference=ref,
+                          n=(64, 64), nt=4)
     sol = solve_ot(prob)
-    qm, dens, res = quantile_oracle([0.5, 0.5], [-1.0, 1.5], np.sqrt([0.3, 0.5]), 0.0, 1.0, tau=1.0)
+    cf = closed_form(prob)
+    grid = prob.grid()
+    pts = grid.points()
+    for k, t in enumerate(grid.t):
+        ex = cf.rho(pts, t)
+        assert float(grid.integrate(np.abs(sol.rho[k] - ex))) <= 5e-5, t
+        support = ex > 1e-3 * ex.max()
+        # φ itself, constant included (φ(·, T) = 1 + log ρ_T − log γ fixes it): measured ≤ 2e-5
+        assert np.abs(sol.phi[k] - cf.phi(pts, t))[support].max() <= 2e-4, t
+
+
+@pytest.mark.parametrize("gamma_std", [1.0, 0.4])
+def test_1d_mixture_matches_quantile_oracle(gamma_std):
+    """A non-Gaussian step against an independent oracle; γ = N(0, 0.4²) makes the map contract, where the
+    polish from the identity map stalled at 0.7 (measured now: 1.8e-5 and 9.7e-6)."""
+    mix = pde.GaussianMixture([0.5, 0.5], [[-1.0], [1.5]], [[[0.3]], [[0.5]]])
+    prob = pde.otflow(mix, domain=[[-6.0, 6.0]], T=1.0, lam=1.0, reference=pde.Gaussian([0.0], [[gamma_std**2]]),
+                      n=(400,), nt=2)
+    sol = solve_ot(prob)
+    qm, dens, res = quantile_oracle([0.5, 0.5], [-1.0, 1.5], np.sqrt([0.3, 0.5]), 0.0, gamma_std, tau=1.0)
     # the oracle itself: against the Gaussian closed form it is accurate to ~1e-5 (test below)
     x = prob.grid().axes[0]
     l1 = float(np.abs(sol.rho[-1] - np.interp(x, qm, dens, left=0.0, right=0.0)).sum() * (x[1] - x[0]))
@@ -171,10 +209,61 @@ def test_uncovered_family_lists_other_routes(family):
         solve_ot(prob)
 
 
-def test_non_convergence_raises_with_history():
-    with pytest.raises(OTConvergenceError, match="did not converge") as exc:
-        solve_ot(_gauss2d(n=64), max_iter=3, accept_tol=1e-9)
-    assert len(exc.value.history) >= 3
+@pytest.fixture(scope="module")
+def mixture80():
+    """The suite's mixture case at 80²: its polish stalls between tol and accept_tol (measured 2e-4)."""
+    from compare.cases import get_case
+
+    return get_case("otflow-mixture-2d").problem(n=(80, 80), nt=2)
+
+
+def test_non_convergence_raises_with_history(mixture80):
+    """max_iter = 3 leaves the mixture's marginal error far above accept_tol (measured 6.9e-2): raises, not returns."""
+    with pytest.raises(OTConvergenceError, match="did not converge.*raise max_iter") as exc:
+        solve_ot(mixture80, max_iter=3)
+    ends = [h for h in exc.value.history if h["stage"] == "polish"]
+    assert len(ends) >= 3 and ends[-1]["marginal_l1"] > 3e-4
+
+
+def test_stall_accepted_below_accept_tol_is_reported(mixture80):
+    sol = solve_ot(mixture80)
+    cert = sol.meta["certificates"]
+    assert cert["marginal_l1"] > sol.meta["tol"]  # otherwise this test does not test the stall path
+    assert cert["stalled"] and cert["accepted_on_stall"]
+    assert sol.status == sol.meta["status"] == "accepted-on-stall"
+    assert sol.meta["accepted_on_stall"] and sol.meta["stalled_steps"] == [0]
+    assert f"{cert['marginal_l1']:.2e}" in sol.meta["convergence"] and "accepted on stall" in sol.meta["convergence"]
+    assert sol.meta["levels"][-1]["accepted_on_stall"]
+
+
+def test_stall_above_accept_tol_raises(mixture80):
+    """The same stall with accept_tol below it raises, naming the stall and the marginal error."""
+    with pytest.raises(OTConvergenceError, match=r"stalled.*> accept_tol = 1e-05") as exc:
+        solve_ot(mixture80, accept_tol=1e-5)
+    assert exc.value.history[-1]["stage"] == "polish-end"
+
+
+def test_unresolved_mass_is_reported_and_bounded(mixture80):
+    """Hundreds of tail nodes have no preimage, carrying no mass; the estimate of their mass is what
+    is bounded (measured 1.5e-5 on the case at nt = 8), and a level above the bound raises."""
+    from pde.ot.interpolate import UNRESOLVED_MASS_MAX, PushStats
+
+    sol = solve_ot(mixture80)
+    assert sol.meta["unresolved_nodes"] > 0 and 0.0 <= sol.meta["unresolved_mass"] <= UNRESOLVED_MASS_MAX
+    stats = PushStats()
+    hole = {"unresolved_nodes": 40, "unresolved_mass": 5e-3, "mass_before_normalisation": 0.995}
+    stats.add(hole, 1.0, used=False)  # the push at T is only a certificate: recorded, not raised
+    assert stats.meta()["push_T_unresolved_mass"] == 5e-3 and stats.meta()["unresolved_mass"] == 0.0
+    with pytest.raises(OTConvergenceError, match=r"t=0.5.*5.00e-03 of mass > 0.0001.*push='cic'"):
+        stats.add(hole, 0.5)
+
+
+def test_converged_status_when_tol_is_reached(mixture80):
+    """tol = 1e-3 is reached by iterating from the Gaussian start (whose marginal error is above it)."""
+    sol = solve_ot(mixture80, tol=1e-3)
+    assert sol.status == "converged" and not sol.meta["accepted_on_stall"]
+    assert sol.meta["certificates"]["marginal_l1"] <= 1e-3
+    assert sol.meta["certificates"]["polish_iterations"] >= 1
 
 
 @pytest.mark.parametrize("n", [8, 3.5, (64,), "64"])

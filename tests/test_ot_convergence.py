@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 import pde
 from pde.ot.push import Interpolant
@@ -44,8 +43,7 @@ def test_fd_distance_to_ot_falls_at_fds_own_order():
     assert p_dist >= 0.8
 
 
-@pytest.mark.slow
-def test_mixture_2d_observed_order():
+def test_mixture_2d_observed_order():  # ~5 s: default
     """Self-convergence of ρ at T/2 and T over 32² → 64² → 128² → 256² (successive differences)."""
     sols = {n: pde.solve(pde.otflow(MIX2D, domain=[[-6, 6], [-6, 6]], n=(n, n), nt=2), "ot") for n in (32, 64, 128, 256)}
     for k in (1, 2):
@@ -58,8 +56,7 @@ def test_mixture_2d_observed_order():
         assert d[-1] <= 5e-4, (k, d)
 
 
-@pytest.mark.slow
-def test_gaussian_2d_256_vs_closed_form():
+def test_gaussian_2d_256_vs_closed_form():  # ~2 s: default
     from pde.exact import closed_form
 
     prob = pde.otflow(pde.Gaussian([1.0, -0.5], [[0.5, 0.0], [0.0, 0.3]]), domain=[[-6, 6], [-6, 6]],
@@ -68,4 +65,5 @@ def test_gaussian_2d_256_vs_closed_form():
     grid = prob.grid()
     cf = closed_form(prob)
     for k, t in enumerate(grid.t):
-        assert float(grid.integrate(np.abs(sol.rho[k] - cf.rho(grid.points(), t)))) <= 3e-4
+        # the issue's target at 256² is 3e-4; measured 2-3e-6 (exact for affine maps up to the polish's stall)
+        assert float(grid.integrate(np.abs(sol.rho[k] - cf.rho(grid.points(), t)))) <= 3e-5

@@ -33,7 +33,7 @@ import numpy as np
 from ..problem import KLTerminal, MFGProblem
 from ..solution import MFGSolution, package_versions
 from .bfm import OTConvergenceError, jko_step, prolong
-from .interpolate import PUSHES, Displacement, displacement
+from .interpolate import PUSHES, Displacement, PushStats, displacement
 from .legendre import hopf_lax
 
 __all__ = ["solve_ot", "memory_estimate", "OTInputError", "OTConvergenceError", "COVERED", "OTHER_ROUTES"]
@@ -94,7 +94,9 @@ def _restrict(u: np.ndarray, shape: tuple) -> np.ndarray:
     return u
 
 
-def _law_fns(law, dim):
+def _law_fns(law):
+    """(pdf, logpdf) of a law on node stacks of shape (d, *shape)."""
+
     def pdf(P):
         return np.asarray(law.pdf(np.moveaxis(P, 0, -1)), dtype=float)
 
@@ -111,7 +113,7 @@ def _solve_step(problem, shape, mu_law, mu_grid, ref, tau, tol, accept_tol, max_
     μ is ``mu_law`` sampled on each level, or the grid density ``mu_grid`` (on ``shape``) restricted
     to it. Only the finest level raises when it does not converge: a coarse level only starts the next.
     """
-    _, lg_fn = _law_fns(ref, problem.dim)
+    _, lg_fn = _law_fns(ref)
     levels = []
     phi0 = None
     axes_prev = None
@@ -134,7 +136,8 @@ def _solve_step(problem, shape, mu_law, mu_grid, ref, tau, tol, accept_tol, max_
                        raise_on_fail=k == len(todo) - 1)
         levels.append({"n": list(lvl), "bfm_iterations": res.certificates["bfm_iterations"],
                        "polish_iterations": res.certificates["polish_iterations"],
-                       "marginal_l1": res.certificates["marginal_l1"], "wall_s": time.perf_counter() - t0})
+                       "marginal_l1": res.certificates["marginal_l1"], "converged": res.certificates["converged"],
+                       "accepted_on_stall": res.certificates["accepted_on_stall"], "wall_s": time.perf_counter() - t0})
         history.extend(h["marginal_l1"] for h in res.history if "marginal_l1" in h)
         phi0, axes_prev = res.phi, g.axes
     return res, levels
@@ -160,15 +163,38 @@ def _step_certificates(mu, res, axes, lg, tau, rho_T):
             "marginal_l1": res.certificates["marginal_l1"], "terminal_l1_push_vs_dual": vol * float(np.abs(rho_T - res.rho).sum()),
             "optimality_residual": float(np.abs(dev - dev.mean()).max()) if dev.size else math.nan,
             "transport_cost": transport, "kl": kl, "iterations": res.iterations,
-            "bfm_iterations": res.certificates["bfm_iterations"], "polish_iterations": res.certificates["polish_iterations"]}
+            "bfm_iterations": res.certificates["bfm_iterations"], "polish_iterations": res.certificates["polish_iterations"],
+            "stalled": res.certificates["stalled"], "accepted_on_stall": res.certificates["accepted_on_stall"]}
 
 
-def solution_meta(problem, grid, rho, push, tol, accept_tol, mass_def, unresolved, history, fields: dict) -> dict:
-    """The ``meta`` of an ot solution: the fields every ot solution has, then ``fields``."""
+def convergence_summary(steps: list, tol: float, accept_tol: float) -> dict:
+    """How the JKO steps (their certificates, in order) were accepted, in words and as fields.
+
+    ``status`` is "converged" when every step reached ``tol``, "accepted-on-stall" when some polish
+    stalled between ``tol`` and ``accept_tol`` (the steps, by index, and their marginal errors are
+    listed); a stall above ``accept_tol`` has already raised.
+    """
+    stalled = [(j, c["marginal_l1"]) for j, c in enumerate(steps) if c["accepted_on_stall"]]
+    worst = max(c["marginal_l1"] for c in steps)
+    if not stalled:
+        text = f"converged: marginal error {worst:.2e} <= tol {tol:g}"
+    else:
+        which = ", ".join(f"step {j}: {m:.2e}" for j, m in stalled)
+        text = (f"accepted on stall: the polish could not lower the marginal error below tol {tol:g} and it is "
+                f"at most accept_tol {accept_tol:g} ({which}); the iteration adds about that much L1 error to rho")
+    return {"status": "accepted-on-stall" if stalled else "converged", "convergence": text,
+            "accepted_on_stall": bool(stalled), "stalled_steps": [j for j, _ in stalled],
+            "max_marginal_l1": worst}
+
+
+def solution_meta(problem, grid, rho, push, tol, accept_tol, stats, history, steps: list, fields: dict) -> dict:
+    """The ``meta`` of an ot solution: the fields every ot solution has (with the
+    :func:`convergence_summary` of the step certificates ``steps``), then ``fields``."""
     mass = grid.integrate(rho)
     return {"method": "ot", "problem": problem.describe(), "grid": grid.to_dict(), "residual_history": history,
+            **convergence_summary(steps, tol, accept_tol),
             "tol": tol, "accept_tol": accept_tol, "mass_error": float(np.max(np.abs(mass - 1.0))),
-            "push_mass_defect": mass_def, "unresolved_nodes": unresolved, "min_rho": float(rho.min()),
+            **stats.meta(), "min_rho": float(rho.min()),
             "push": push, "versions": package_versions(), **fields}
 
 
@@ -252,16 +278,14 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float | None = None, max
     mu = np.asarray(problem.rho0.pdf(pts), dtype=float)
     mu = mu / grid.integrate(mu)
     lg = np.asarray(ref.logpdf(pts), dtype=float)
-    mu_fn, _ = _law_fns(problem.rho0, problem.dim)
+    mu_fn, _ = _law_fns(problem.rho0)
     t1 = time.perf_counter()
     disp = Displacement(res.phi, grid.axes) if push == "jacobian" else None
     rho = np.empty((grid.nt + 1,) + shape)
-    unresolved = 0
-    mass_def = 0.0
+    stats = PushStats()
     for k, t in enumerate(grid.t):
         rho[k], info = displacement(mu, res.phi, grid.axes, float(t) / problem.T, mu_fn=mu_fn, push=push, disp=disp)
-        unresolved = max(unresolved, info["unresolved_nodes"])
-        mass_def = max(mass_def, abs(info["mass_before_normalisation"] - 1.0))
+        stats.add(info, float(t), used=k < grid.nt)  # the push at T is only the certificate's
     push_T = rho[-1].copy()
     rho[-1] = res.rho  # ρ_T = γ e^{−ψ/τ}/Z: measured second order where the push at s = 1 is first (docs/ot.md)
     t_rho = time.perf_counter() - t1
@@ -271,7 +295,7 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float | None = None, max
     t_phi = time.perf_counter() - t1
     cert = _step_certificates(mu, res, grid.axes, lg, tau, push_T)
     wall = time.perf_counter() - wall0
-    meta = solution_meta(problem, grid, rho, push, tol, accept_tol, mass_def, unresolved, history, {
+    meta = solution_meta(problem, grid, rho, push, tol, accept_tol, stats, history, [cert], {
         "scheme": "JKO step by the second-order Monge-Ampere polish of its dual (back-and-forth ascent on "
                   f"request); displacement interpolation ({push}); Hopf-Lax potentials",
         "tau": tau,
@@ -280,4 +304,4 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float | None = None, max
         "levels": levels,
         "timings": {"solve_s": t_solve, "rho_levels_s": t_rho, "phi_levels_s": t_phi, "wall_s": wall},
     })
-    return MFGSolution(grid.t, grid.axes, rho, phi, meta=meta, extras={"rho_push_T": push_T}, status="converged")
+    return MFGSolution(grid.t, grid.axes, rho, phi, meta=meta, extras={"rho_push_T": push_T}, status=meta["status"])
