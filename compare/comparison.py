@@ -28,7 +28,7 @@ from pde.problem import MFGProblem
 from pde.solution import MFGSolution
 
 from .metrics import evaluate, select_times
-from .model import Model, ModelFile, derive
+from .model import Model, ModelCallError, ModelFile, derive
 from .report import Section, markdown_table, write_report
 
 __all__ = ["run_compare", "load_model", "CompareResult", "derivation_section"]
@@ -66,13 +66,19 @@ def load_model(spec, problem: MFGProblem | None = None) -> Model:
             raise ValueError(f"--model {text}: {factory!r} is not a Python name; expected module.py:factory")
         mod_spec = importlib.util.spec_from_file_location(f"mfglab_user_model_{path.stem}", path)
         module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
+        try:
+            mod_spec.loader.exec_module(module)
+        except Exception as exc:  # the user's code: one line naming it, not a traceback
+            raise ModelCallError(f"--model {text}: importing {path} raised {type(exc).__name__}: {exc}") from None
         fn = getattr(module, factory, None)
         if not callable(fn):
             raise ValueError(f"--model {text}: {path} has no callable {factory!r}")
         params = [p for p in inspect.signature(fn).parameters.values()
                   if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        out = fn(problem) if params else fn()
+        try:
+            out = fn(problem) if params else fn()
+        except Exception as exc:
+            raise ModelCallError(f"--model {text}: {factory}() raised {type(exc).__name__}: {exc}") from None
         if isinstance(out, ModelFile):
             out = Model.from_file(out)
         if not isinstance(out, Model):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from test_compare_verify import Hooks
@@ -103,3 +104,26 @@ def test_mfglab_train_writes_a_model_file_that_compare_reads(tmp_path):
     assert (mf.rho == sol.rho).all()
     assert main(["compare", "otflow-gaussian-1d", "--model", str(run / "model.npz"), "--n", "40", "--nt", "4",
                  "--truth", "exact", "--out", str(tmp_path / "c"), "--no-animation", "--no-truth-error"]) == 0
+
+
+@pytest.mark.parametrize("body, says", [
+    ("def factory():\n    raise ZeroDivisionError('kaboom')\n", "factory() raised ZeroDivisionError: kaboom"),
+    ("import nonexistent_pkg_xyz\n", "raised ModuleNotFoundError"),
+    ("import numpy as np\nfrom compare import Model\n"
+     "def factory():\n    return Model(velocity=lambda x, t: np.zeros((3, 7)))\n",
+     "velocity(x of shape (40, 1), t = 1) returned shape (3, 7); expected (40, 1)"),
+])
+def test_a_failing_user_factory_or_callable_is_one_line_exit_1(tmp_path, capsys, body, says):
+    (tmp_path / "user.py").write_text(body)
+    rc = main(["compare", "otflow-gaussian-1d", "--model", f"{tmp_path / 'user.py'}:factory", "--n", "40", "--nt", "4",
+               "--no-animation", "--no-truth-error", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 1 and says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_1d_vector_callable_returning_a_flat_array_is_read_as_a_column():
+    from compare.model import Model
+
+    m = Model(velocity=lambda x, t: 2.0 * x[:, 0])
+    x = np.linspace(-1, 1, 5)[:, None]
+    np.testing.assert_array_equal(m.velocity(x, 0.5), 2.0 * x)  # not a (5, 5) broadcast
