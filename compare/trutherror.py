@@ -156,6 +156,11 @@ def truth_error_estimate(case, problem, method: str, truth: MFGSolution, times, 
         caveat = "; the halved grid is below FD's resolution rule (h ≤ std/2)"
     fine = coarsen_solution(truth)
     ts = [s for s in tsel if np.min(np.abs(fine.t - s)) <= 1e-9 * max(1.0, fine.t[-1])]
+    if not ts:
+        return {"method": f"none: no measured time {tsel} is a time level of the halved grid", "metrics": {}}
+    off = [s for s in tsel if s not in ts]
+    if off:
+        caveat += f"; not estimated at t = {off} (not time levels of the halved grid)"
     res = evaluate(fine, coarse, coarse_p, times=ts)
     return {"method": (f"the same metric between the `{method}` truth on the grid halved "
                        f"({[k // 2 for k in n]} × nt = {problem.nt // 2}) and the truth at its nodes "

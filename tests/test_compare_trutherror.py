@@ -79,3 +79,11 @@ def test_closed_form_cutoff_error_is_the_metric_between_the_box_truth_and_the_wh
     assert "w2" not in v and "kl_model_truth" not in v and set(est["not_estimated"]) == {"w2", "kl_model_truth"}
     marks = mark_unresolved({"w2": {"t": [1.0], "values": [0.0]}}, est)
     assert marks == {}
+
+
+def test_halved_grid_estimate_says_which_measured_times_it_does_not_cover():
+    p = get_case("otflow-gaussian-1d").problem(n=100, nt=10)
+    fd = pde.solve(p, "fd")
+    est = truth_error_estimate(None, p, "fd", fd, [0.1, 0.2])  # 0.1 is an odd level: not on the halved grid
+    assert est["metrics"]["l1"]["t"] == pytest.approx([0.2]) and "not estimated at t = [0.1]" in est["method"]
+    assert truth_error_estimate(None, p, "fd", fd, [0.1])["metrics"] == {}
