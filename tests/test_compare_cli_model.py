@@ -111,7 +111,7 @@ def test_mfglab_train_writes_a_model_file_that_compare_reads(tmp_path):
     ("import nonexistent_pkg_xyz\n", "raised ModuleNotFoundError"),
     ("import numpy as np\nfrom compare import Model\n"
      "def factory():\n    return Model(velocity=lambda x, t: np.zeros((3, 7)))\n",
-     "velocity(x of shape (40, 1), t = 1) returned shape (3, 7); expected (40, 1)"),
+     "the model's velocity(x of shape"),
 ])
 def test_a_failing_user_factory_or_callable_is_one_line_exit_1(tmp_path, capsys, body, says):
     (tmp_path / "user.py").write_text(body)
@@ -119,6 +119,7 @@ def test_a_failing_user_factory_or_callable_is_one_line_exit_1(tmp_path, capsys,
                "--no-animation", "--no-truth-error", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 1 and says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "returned shape (3, 7)" in err or "velocity" not in says
 
 
 def test_a_1d_vector_callable_returning_a_flat_array_is_read_as_a_column():
