@@ -174,7 +174,11 @@ def run_compare(model, out_dir=None, *, case=None, problem: MFGProblem | None = 
     if times is None and m.file is not None and m.file.samples is not None and not m.file.fields():
         times = _sample_times_on_levels(m, truth, float(problem.T))
     _, tsel = select_times(truth.t, times)
-    der = derive(m, truth, problem, tsel, steps=steps, n_samples=n_samples, seed=seed)
+    try:
+        der = derive(m, truth, problem, tsel, steps=steps, n_samples=n_samples, seed=seed)
+    except ValueError as exc:  # name the model (its file) in the one-line error
+        label = str(model) if isinstance(model, (str, Path)) else (m.name or "model")
+        raise ValueError(f"{label}: {exc}") from None
     if der.samples is not None:
         off = [t for t in der.samples if np.min(np.abs(tsel - t)) > 1e-9 * max(1.0, problem.T)]
         if off and not der.paths:

@@ -128,3 +128,14 @@ def test_a_1d_vector_callable_returning_a_flat_array_is_read_as_a_column():
     m = Model(velocity=lambda x, t: 2.0 * x[:, 0])
     x = np.linspace(-1, 1, 5)[:, None]
     np.testing.assert_array_equal(m.velocity(x, 0.5), 2.0 * x)  # not a (5, 5) broadcast
+
+
+def test_a_model_file_that_does_not_fit_the_case_is_named_in_one_line_exit_2(tmp_path, capsys):
+    from compare.model import ModelFile
+
+    bad = tmp_path / "late.npz"
+    ModelFile([0.0, 2.0], {}, samples=np.zeros((2, 10, 1))).save(bad)
+    rc = main(["compare", "otflow-gaussian-1d", "--model", str(bad), "--n", "40", "--nt", "4", "--no-animation",
+               "--no-truth-error", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "late.npz: the model's times span [0, 2]" in err and len(err.strip().splitlines()) == 1
