@@ -28,7 +28,7 @@ from pde.problem import MFGProblem
 from pde.solution import MFGSolution
 
 from .metrics import evaluate, select_times
-from .model import Model, ModelFile, derive
+from .model import Model, ModelCallError, ModelFile, derive
 from .report import Section, markdown_table, write_report
 
 __all__ = ["run_compare", "load_model", "CompareResult", "derivation_section"]
@@ -66,13 +66,19 @@ def load_model(spec, problem: MFGProblem | None = None) -> Model:
             raise ValueError(f"--model {text}: {factory!r} is not a Python name; expected module.py:factory")
         mod_spec = importlib.util.spec_from_file_location(f"mfglab_user_model_{path.stem}", path)
         module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
+        try:
+            mod_spec.loader.exec_module(module)
+        except Exception as exc:  # the user's code: one line naming it, not a traceback
+            raise ModelCallError(f"--model {text}: importing {path} raised {type(exc).__name__}: {exc}") from None
         fn = getattr(module, factory, None)
         if not callable(fn):
             raise ValueError(f"--model {text}: {path} has no callable {factory!r}")
         params = [p for p in inspect.signature(fn).parameters.values()
                   if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        out = fn(problem) if params else fn()
+        try:
+            out = fn(problem) if params else fn()
+        except Exception as exc:
+            raise ModelCallError(f"--model {text}: {factory}() raised {type(exc).__name__}: {exc}") from None
         if isinstance(out, ModelFile):
             out = Model.from_file(out)
         if not isinstance(out, Model):
@@ -168,7 +174,11 @@ def run_compare(model, out_dir=None, *, case=None, problem: MFGProblem | None = 
     if times is None and m.file is not None and m.file.samples is not None and not m.file.fields():
         times = _sample_times_on_levels(m, truth, float(problem.T))
     _, tsel = select_times(truth.t, times)
-    der = derive(m, truth, problem, tsel, steps=steps, n_samples=n_samples, seed=seed)
+    try:
+        der = derive(m, truth, problem, tsel, steps=steps, n_samples=n_samples, seed=seed)
+    except ValueError as exc:  # name the model (its file) in the one-line error
+        label = str(model) if isinstance(model, (str, Path)) else (m.name or "model")
+        raise ValueError(f"{label}: {exc}") from None
     if der.samples is not None:
         off = [t for t in der.samples if np.min(np.abs(tsel - t)) > 1e-9 * max(1.0, problem.T)]
         if off and not der.paths:

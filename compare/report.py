@@ -238,6 +238,8 @@ def _metrics_table(result: Mapping) -> str:
     if terr:
         out += ("\n\nTruth error: " + terr.get("method", "") + ". † marks a model value at or below the truth's "
                 "error at that time: **not resolved by this truth**.")
+        for name, why in (terr.get("not_estimated") or {}).items():
+            notes.append(f"`{name}`: truth error not estimated ({why})")
     if notes:
         out += "\n\n" + "\n".join(f"- {n}" for n in notes)
     return out

@@ -4,9 +4,9 @@ A model error below the truth's error cannot be told from the truth's; the
 report marks it "not resolved by this truth". The estimate, in order of
 preference:
 
-1. the truth is the closed form (``exact``): its error is the mass the
-   closed form puts outside the box (the box cut-off, ``meta.mass_outside_box``)
-   for the density metrics and 0 for the others;
+1. the truth is the closed form (``exact``): its error is the box cut-off
+   (``meta.mass_outside_box``) in each metric where it follows from that
+   mass alone (:func:`exact_cutoff_error`), 0 for the potential and score;
 2. the case has a closed form and the truth is another route: the same
    metric between the truth and the closed form (its actual error);
 3. the case has another numerical route (fd vs fe): the same metric between
@@ -33,12 +33,12 @@ from pde.solution import MFGSolution
 
 from .metrics import evaluate
 
-__all__ = ["truth_error_estimate", "mark_unresolved", "attach_truth_error", "COMPARED", "coarsen_solution"]
+__all__ = ["truth_error_estimate", "mark_unresolved", "attach_truth_error", "COMPARED", "coarsen_solution",
+           "exact_cutoff_error"]
 
 #: metrics with a truth-error estimate (errors between two solutions of the same problem)
 COMPARED = ("l1", "tv", "hellinger", "kl_truth_model", "kl_model_truth", "w2", "phi_l2", "phi_max", "score_l2",
             "score_l2_rel")
-_DENSITY = ("l1", "tv", "hellinger", "w2")
 
 
 def _midpoints(f: np.ndarray, axis: int) -> np.ndarray:
@@ -77,6 +77,30 @@ def coarsen_solution(sol: MFGSolution) -> MFGSolution | None:
     return MFGSolution(sol.t[::2], axes, restrict(sol.rho), restrict(sol.phi), meta=dict(sol.meta))
 
 
+def exact_cutoff_error(m: float, times) -> dict:
+    """The closed form's own error: only the box cut-off (mass ``m`` outside the box), metric by metric.
+
+    Against the closed form on the whole space, the truth on the box (raw
+    node values) has ``l1`` = m and ``tv`` = m/2; its box-normalised density
+    p/(1 − m) has Bhattacharyya coefficient √(1 − m) with the closed form,
+    so ``hellinger`` = √(1 − √(1 − m)) ≈ √(m/2), and ``kl_truth_model`` =
+    −log(1 − m). ``kl_model_truth`` (infinite: the closed form has mass
+    where the box truth has none) and ``w2`` (it depends on where outside
+    the box that mass lies) are not estimated from m; the potential and
+    score are exact at the nodes (0).
+    """
+    one = {"l1": m, "tv": m / 2, "hellinger": math.sqrt(max(0.0, 1.0 - math.sqrt(1.0 - m))),
+           "kl_truth_model": -math.log1p(-m), "phi_l2": 0.0, "phi_max": 0.0, "score_l2": 0.0, "score_l2_rel": 0.0}
+    vals = {k: {"t": list(times), "values": [v] * len(times)} for k, v in one.items()}
+    return {"method": (f"closed form: the box cut-off (mass {m:.2g} outside): l1 = m, tv = m/2, hellinger = "
+                       "√(1 − √(1 − m)), kl_truth_model = −log(1 − m), 0 for the potential and score; w2 and "
+                       "kl_model_truth not estimated (they depend on where the outside mass lies)"),
+            "metrics": vals,
+            "not_estimated": {"w2": "depends on where outside the box the cut-off mass lies",
+                              "kl_model_truth": "infinite for a truncated density (the floored value is not an "
+                                                "error estimate)"}}
+
+
 def _series_of(res: dict) -> dict:
     return {k: {"t": v["t"], "values": v["values"]} for k, v in res["metrics"].items() if k in COMPARED}
 
@@ -96,10 +120,7 @@ def truth_error_estimate(case, problem, method: str, truth: MFGSolution, times, 
 
     if method == "exact":
         mo = truth.meta.get("mass_outside_box")
-        cut = float(max(mo)) if mo else 0.0
-        vals = {k: {"t": tsel, "values": [cut if k in _DENSITY else 0.0] * len(tsel)} for k in COMPARED}
-        return {"method": f"closed form: the mass outside the box ({cut:.2g}) for the density metrics, 0 otherwise",
-                "metrics": vals}
+        return exact_cutoff_error(float(max(mo)) if mo else 0.0, tsel)
     other = None
     try:
         if "exact" in routes:
@@ -135,6 +156,11 @@ def truth_error_estimate(case, problem, method: str, truth: MFGSolution, times, 
         caveat = "; the halved grid is below FD's resolution rule (h ≤ std/2)"
     fine = coarsen_solution(truth)
     ts = [s for s in tsel if np.min(np.abs(fine.t - s)) <= 1e-9 * max(1.0, fine.t[-1])]
+    if not ts:
+        return {"method": f"none: no measured time {tsel} is a time level of the halved grid", "metrics": {}}
+    off = [s for s in tsel if s not in ts]
+    if off:
+        caveat += f"; not estimated at t = {off} (not time levels of the halved grid)"
     res = evaluate(fine, coarse, coarse_p, times=ts)
     return {"method": (f"the same metric between the `{method}` truth on the grid halved "
                        f"({[k // 2 for k in n]} × nt = {problem.nt // 2}) and the truth at its nodes "

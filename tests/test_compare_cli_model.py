@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from test_compare_verify import Hooks
@@ -103,3 +104,38 @@ def test_mfglab_train_writes_a_model_file_that_compare_reads(tmp_path):
     assert (mf.rho == sol.rho).all()
     assert main(["compare", "otflow-gaussian-1d", "--model", str(run / "model.npz"), "--n", "40", "--nt", "4",
                  "--truth", "exact", "--out", str(tmp_path / "c"), "--no-animation", "--no-truth-error"]) == 0
+
+
+@pytest.mark.parametrize("body, says", [
+    ("def factory():\n    raise ZeroDivisionError('kaboom')\n", "factory() raised ZeroDivisionError: kaboom"),
+    ("import nonexistent_pkg_xyz\n", "raised ModuleNotFoundError"),
+    ("import numpy as np\nfrom compare import Model\n"
+     "def factory():\n    return Model(velocity=lambda x, t: np.zeros((3, 7)))\n",
+     "the model's velocity(x of shape"),
+])
+def test_a_failing_user_factory_or_callable_is_one_line_exit_1(tmp_path, capsys, body, says):
+    (tmp_path / "user.py").write_text(body)
+    rc = main(["compare", "otflow-gaussian-1d", "--model", f"{tmp_path / 'user.py'}:factory", "--n", "40", "--nt", "4",
+               "--no-animation", "--no-truth-error", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 1 and says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "returned shape (3, 7)" in err or "velocity" not in says
+
+
+def test_a_1d_vector_callable_returning_a_flat_array_is_read_as_a_column():
+    from compare.model import Model
+
+    m = Model(velocity=lambda x, t: 2.0 * x[:, 0])
+    x = np.linspace(-1, 1, 5)[:, None]
+    np.testing.assert_array_equal(m.velocity(x, 0.5), 2.0 * x)  # not a (5, 5) broadcast
+
+
+def test_a_model_file_that_does_not_fit_the_case_is_named_in_one_line_exit_2(tmp_path, capsys):
+    from compare.model import ModelFile
+
+    bad = tmp_path / "late.npz"
+    ModelFile([0.0, 2.0], {}, samples=np.zeros((2, 10, 1))).save(bad)
+    rc = main(["compare", "otflow-gaussian-1d", "--model", str(bad), "--n", "40", "--nt", "4", "--no-animation",
+               "--no-truth-error", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "late.npz: the model's times span [0, 2]" in err and len(err.strip().splitlines()) == 1

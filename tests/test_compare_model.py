@@ -83,7 +83,9 @@ def test_shifted_closed_form_gives_analytic_l1_kl_w2_at_every_time(rng):
         assert out["metrics"]["kl_truth_model"]["values"][k] == pytest.approx(kl, rel=1e-3)
         assert out["metrics"]["w2"]["values"][k] == pytest.approx(delta, abs=1e-4)
         ws, fl = out["metrics"]["w2_samples"]["values"][k], out["metrics"]["w2_sample_floor"]["values"][k]
-        assert abs(ws - delta) < 3 * fl + 0.02
+        # triangle inequality: |ws − δ| ≤ W2(X, μ_t + δ) + W2(Y, μ_t), each one set's sampling error ≈ fl/√2
+        # (fl is W2 between two sets), so ≈ √2·fl; observed at most 0.84·fl
+        assert abs(ws - delta) < 1.5 * fl
     assert "log_density" in D.derivation["rho"] and "paths" not in D.derivation
 
 

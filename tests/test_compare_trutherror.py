@@ -56,3 +56,34 @@ def test_marks_values_at_or_below_the_truth_error():
     assert mark_unresolved(metrics, terr) == {"l1": [0.0], "w2": [1.0]}
     res = attach_truth_error({"metrics": metrics}, terr)
     assert res["truth_error"]["unresolved"]["w2"] == [1.0]
+
+
+def test_closed_form_cutoff_error_is_the_metric_between_the_box_truth_and_the_whole_space_density():
+    from scipy.stats import norm
+
+    from compare.trutherror import exact_cutoff_error
+
+    a = 2.5  # N(0, 1) cut to [−a, a]: m = 0.0124, large enough to read every formula
+    m = 2 * norm.cdf(-a)
+    x = np.linspace(-a, a, 200001)
+    p = norm.pdf(x)
+    ph = p / (1 - m)
+    h2 = 1 - np.trapz(np.sqrt(ph * p), x)  # the closed form is 0 outside the box's support of p̂
+    kl = np.trapz(ph * np.log(ph / p), x)
+    est = exact_cutoff_error(m, [1.0])
+    v = {k: s["values"][0] for k, s in est["metrics"].items()}
+    assert v["l1"] == pytest.approx(m) and v["tv"] == pytest.approx(m / 2)
+    assert v["hellinger"] == pytest.approx(np.sqrt(h2), rel=1e-6)
+    assert v["kl_truth_model"] == pytest.approx(kl, rel=1e-6)
+    # not estimated from m alone: no value, so no "not resolved" mark can come from it
+    assert "w2" not in v and "kl_model_truth" not in v and set(est["not_estimated"]) == {"w2", "kl_model_truth"}
+    marks = mark_unresolved({"w2": {"t": [1.0], "values": [0.0]}}, est)
+    assert marks == {}
+
+
+def test_halved_grid_estimate_says_which_measured_times_it_does_not_cover():
+    p = get_case("otflow-gaussian-1d").problem(n=100, nt=10)
+    fd = pde.solve(p, "fd")
+    est = truth_error_estimate(None, p, "fd", fd, [0.1, 0.2])  # 0.1 is an odd level: not on the halved grid
+    assert est["metrics"]["l1"]["t"] == pytest.approx([0.2]) and "not estimated at t = [0.1]" in est["method"]
+    assert truth_error_estimate(None, p, "fd", fd, [0.1])["metrics"] == {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.spatial.distance import cdist
 
 __all__ = ["w2_samples", "energy_distance", "sample_density", "path_kinetic_energy", "path_straightness"]
 
@@ -69,8 +70,7 @@ def energy_distance(X: np.ndarray, Y: np.ndarray, chunk: int = 2048) -> float:
     def mean_dist(A, B):
         tot = 0.0
         for a in range(0, A.shape[0], chunk):
-            D = A[a:a + chunk, None, :] - B[None, :, :]
-            tot += float(np.sqrt((D * D).sum(-1)).sum())
+            tot += float(cdist(A[a:a + chunk], B).sum())
         return tot / (A.shape[0] * B.shape[0])
 
     return float(max(2.0 * mean_dist(X, Y) - mean_dist(X, X) - mean_dist(Y, Y), 0.0))

@@ -8,9 +8,9 @@
   characteristics, paths, grid fields as callables).
 """
 
-from .adapters import Model
+from .adapters import Model, ModelCallError
 from .derive import Derived, derive
 from .export import model_file_from_solution
 from .file import FORMAT, ModelFile, ModelFileError
 
-__all__ = ["Model", "ModelFile", "ModelFileError", "FORMAT", "derive", "Derived", "model_file_from_solution"]
+__all__ = ["Model", "ModelCallError", "ModelFile", "ModelFileError", "FORMAT", "derive", "Derived", "model_file_from_solution"]

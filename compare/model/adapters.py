@@ -29,21 +29,53 @@ import numpy as np
 
 from .file import TIME_CONVENTIONS, ModelFile
 
-__all__ = ["Model"]
+__all__ = ["Model", "ModelCallError"]
 
 _KINDS = ("velocity", "score", "log_density", "potential", "sample")
 
 
 def _fd_div(f: Callable, h: float) -> Callable:
+    """Central-difference divergence of ``f``, all 2d shifted copies of ``x`` in one call of ``f``
+    (a callable's per-call cost, such as a network's, is paid once per divergence, not 2d times)."""
     def div(x, t):
         x = np.asarray(x, dtype=float)
-        out = np.zeros(x.shape[0])
-        for j in range(x.shape[1]):
-            e = np.zeros(x.shape[1])
-            e[j] = h
-            out += (np.asarray(f(x + e, t))[:, j] - np.asarray(f(x - e, t))[:, j]) / (2 * h)
-        return out
+        M, d = x.shape
+        shifts = np.concatenate([s * h * np.eye(d)[j][None, :] + x for j in range(d) for s in (1.0, -1.0)])
+        vals = np.asarray(f(shifts, t), dtype=float).reshape(d, 2, M, d)
+        return sum((vals[j, 0, :, j] - vals[j, 1, :, j]) for j in range(d)) / (2 * h)
     return div
+
+
+class ModelCallError(RuntimeError):
+    """A model's callable raised or returned the wrong shape (the message names the callable)."""
+
+
+def _checked(name: str, f: Callable | None, vector: bool) -> Callable | None:
+    """``f`` with its failures named: an exception or an output of the wrong shape raises
+    :class:`ModelCallError` saying which callable, at which inputs, and what was expected. A 1D
+    vector field returned as (M,) is read as (M, 1) (it would otherwise broadcast to (M, M))."""
+    if f is None:
+        return None
+
+    def g(x, t):
+        x = np.asarray(x)
+        try:
+            out = np.asarray(f(x, t), dtype=float)
+        except ModelCallError:
+            raise
+        except Exception as exc:  # the user's code: name it instead of a traceback
+            raise ModelCallError(f"the model's {name}(x of shape {x.shape}, t = {float(t):.6g}) raised "
+                                 f"{type(exc).__name__}: {exc}") from None
+        M, d = x.shape
+        if vector and out.shape == (M,) and d == 1:
+            out = out[:, None]
+        want = (M, d) if vector else (M,)
+        if out.shape != want:
+            raise ModelCallError(f"the model's {name}(x of shape {x.shape}, t = {float(t):.6g}) returned shape "
+                                 f"{out.shape}; expected {want}")
+        return out
+    g.__dict__.update(getattr(f, "__dict__", {}))  # keep attributes such as a divergence's "how"
+    return g
 
 
 class Model:
@@ -86,10 +118,11 @@ class Model:
             raise ValueError(f"a Model needs at least one of {list(_KINDS)}")
         if not (eps >= 0):
             raise ValueError(f"eps={eps}; expected ≥ 0")
-        self.velocity, self.score, self.log_density = velocity, score, log_density
-        self.potential, self.sample = potential, sample
+        self.velocity, self.score = _checked("velocity", velocity, True), _checked("score", score, True)
+        self.log_density = _checked("log_density", log_density, False)
+        self.potential, self.sample = _checked("potential", potential, False), sample
         self.time, self.T, self.velocity_kind = time, (float(T) if T is not None else None), velocity_kind
-        self.divergence, self.paired, self.eps, self.fd_step = divergence, bool(paired), float(eps), float(fd_step)
+        self.divergence, self.paired, self.eps, self.fd_step = _checked("divergence", divergence, False), bool(paired), float(eps), float(fd_step)
         self.name, self.source, self.file = name, source, file
         self.exact_divergence = bool(divergence is not None) if exact_divergence is None else bool(exact_divergence)
         # a potential's gradient (M, d) and Laplacian (M,), exact when given (from_torch), else differences
