@@ -373,7 +373,10 @@ def _is_integer(value) -> bool:
 def _real(name: str, value, what: str) -> float:
     """``value`` as a float when it is a real number (NumPy scalars included, bools not)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name}={value!r} ({type(value).__name__}); expected {what}")
+        kind = type(value).__name__
+        if type(value).__module__ == "numpy":
+            kind = "numpy." + kind
+        raise ValueError(f"{name}={value!r} ({kind}); expected {what}")
     return float(value)
 
 

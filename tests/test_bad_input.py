@@ -258,9 +258,10 @@ def test_numpy_scalars_accepted_and_bools_rejected():
     data = pde.Gaussian([1.5], 0.25)
     p = pde.otflow(data, domain=[[-6, 6]], T=np.float32(1), lam=np.int64(2), nu=np.float32(0), n=np.int64(64))
     assert (p.T, p.lam, p.nu, p.n) == (1.0, 2.0, 0.0, (64,)) and type(p.T) is float
-    for kw, text in (({"nu": True}, "nu=True (bool)"), ({"lam": np.bool_(True)}, "lam=True (bool_)"),
-                     ({"T": "1"}, "T='1' (str)")):
-        with pytest.raises(ValueError, match=text.replace("(", r"\(").replace(")", r"\)")):
+    # (NumPy 2 writes np.True_ of type numpy.bool, NumPy 1 True of type numpy.bool_)
+    for kw, text in (({"nu": True}, r"nu=True \(bool\)"), ({"lam": np.bool_(True)}, r"lam=\S*True\S* \(numpy\.bool_?\)"),
+                     ({"T": "1"}, r"T='1' \(str\)")):
+        with pytest.raises(ValueError, match=text):
             pde.lq(data, domain=[[-6, 6]], **kw)
     with pytest.raises(ValueError, match=r"q=True \(bool\)"):
         pde.lq(data, domain=[[-6, 6]], q=True)

@@ -18,7 +18,7 @@ __all__ = ["make_mesh", "check_mass_on_mesh", "estimate_dofs", "memory_estimate"
 
 #: peak resident bytes per space-time dof (dofs·(nt+1)) by dimension, per mesh dof, and a fixed part
 #: (DOLFINx, PETSc, MPI); measured on the space-time Newton route, the largest (docs/fe.md, "Memory")
-FE_BYTES_PER_NODE = {1: 1500.0, 2: 3000.0}
+FE_BYTES_PER_NODE = {1: 5000.0, 2: 3000.0}
 FE_BYTES_PER_DOF = 5000.0
 FE_BYTES_FIXED = 400e6
 
