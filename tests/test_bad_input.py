@@ -91,6 +91,8 @@ def _rows(tmp_path):
     return [
         ("oversize grid, FD", ["solve", big, "--method", "fd", "--out", out], 2,
          ["n=[200000000]", "needs about", "available", "--max-memory"]),
+        ("oversize grid, ot", ["solve", big, "--method", "ot", "--out", out], 2,
+         ["ot solve", "n=[200000000]", "needs about", "available", "--max-memory"]),
         ("budget smaller than the estimate", ["solve", EX / "lq_mixture_1d.toml", "--max-memory", "1M", "--out", out],
          2, ["max_memory is 1 MB", "n=[400]"]),
         ("a budget that is not a size", ["solve", EX / "lq_mixture_1d.toml", "--max-memory", "lots", "--out", out], 2,
@@ -113,7 +115,7 @@ def _rows(tmp_path):
     ]
 
 
-ROW_IDS = ["oversize-fd", "budget", "budget-text", "missing-file", "non-utf8", "ignored-keys", "wgf-tau", "one-node",
+ROW_IDS = ["oversize-fd", "oversize-ot", "budget", "budget-text", "missing-file", "non-utf8", "ignored-keys", "wgf-tau", "one-node",
            "coarse-fd", "flag-outside-fd", "nan-loss"]
 
 
@@ -200,6 +202,26 @@ def test_oversize_fd_grid_is_refused_before_allocating(tmp_path):
     importlib.import_module("pde.fd")  # imports first, so that the trace sees only the solve
 
     assert _refusal_peak_bytes(lambda: pde.solve(prob, "fd", progress=False)) < 20e6
+
+
+@pytest.mark.parametrize("nu", [0.0, 0.1])
+def test_oversize_ot_grid_is_refused_before_allocating(tmp_path, nu):
+    """Both ot routes (ν = 0 polish, ν > 0 Sinkhorn) are refused before any grid-sized array."""
+    prob = pde.load_problem(_otflow(tmp_path, n=200_000_000, nt=100))
+    if nu:
+        prob = pde.otflow(prob.rho0, domain=prob.domain, nu=nu, n=prob.n, nt=prob.nt)
+    importlib.import_module("pde.ot.route")
+    importlib.import_module("pde.ot.entropic")
+
+    assert _refusal_peak_bytes(lambda: pde.solve(prob, "ot")) < 20e6
+
+
+def test_ot_records_its_memory_budget():
+    prob = pde.otflow(pde.Gaussian([0.0], [[1.0]]), domain=[[-6, 6]], n=[64], nt=4)
+    sol = pde.solve(prob, "ot", max_memory="1G")
+    assert sol.meta["memory"]["budget"] == "max_memory" and 0 < sol.meta["memory"]["estimated_bytes"] < 1e9
+    with pytest.raises(MemoryLimitError, match=r"ot solve of otflow on n=\[64\].*max_memory is 1 kB"):
+        pde.solve(prob, "ot", max_memory="1K")
 
 
 @pytest.mark.dolfinx

@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from ..memory import check_memory
 from ..problem import KLTerminal, MFGProblem
 from ..solution import MFGSolution, package_versions
 from .bfm import OTConvergenceError, jko_step, prolong
@@ -66,14 +67,25 @@ def _grid_n(problem: MFGProblem, n) -> tuple:
     return tuple(out)
 
 
-def memory_estimate(problem: MFGProblem, n=None) -> int:
-    """Bytes the ot route needs at grid ``n`` (default: the problem's): output arrays plus work arrays."""
+def memory_estimate(problem: MFGProblem, n=None, nt=None) -> int:
+    """Bytes the ot route needs at grid ``n``, ``nt`` (default: the problem's): output arrays plus work arrays.
+
+    ν = 0: ρ, φ at nt+1 levels, per-step potentials and densities and ~60 work arrays (splines, Newton,
+    DCT). ν > 0 (entropic): the same arrays plus one dense heat-kernel matrix per axis and time level.
+    """
     shape = _grid_n(problem, n)
     N = int(np.prod(shape))
-    levels = problem.nt + 1
+    levels = (problem.nt if nt is None else int(nt)) + 1
     steps = int(round(problem.T / float(problem.params.get("tau", problem.T)))) if problem.family == "wgf" else 1
-    # rho, phi (nt+1 levels) + per-step potentials and densities + ~60 work arrays (splines, Newton, DCT)
-    return int(8 * N * (2 * levels + 2 * (steps + 1) + 60))
+    nbytes = 8 * N * (2 * levels + 2 * (steps + 1) + 60)
+    if problem.family == "otflow" and problem.nu > 0:
+        nbytes += 8 * sum(k * k for k in shape) * (levels + 2)
+    return int(nbytes)
+
+
+def _with_memory(sol: MFGSolution, mem: dict) -> MFGSolution:
+    sol.meta["memory"] = mem
+    return sol
 
 
 def _levels(shape: tuple) -> list:
@@ -235,7 +247,8 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float | None = None, max
             iterations (the entropic route's default when None).
         push: ``"jacobian"`` or ``"cic"`` for the time levels (:mod:`pde.ot.interpolate`).
         progress: optional ``progress(it, residual, info)``.
-        **options: ``bfm_iter`` (0): back-and-forth ascent iterations on the coarsest level before
+        **options: ``max_memory`` (None): memory budget (bytes or "8G"; :func:`pde.memory.check_memory`),
+            checked before anything is allocated; ``bfm_iter`` (0): back-and-forth ascent iterations on the coarsest level before
             the polish (:func:`pde.ot.bfm.jko_step`); when ν > 0 (otflow), passed to the entropic route.
 
     Returns:
@@ -244,11 +257,17 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float | None = None, max
     Raises:
         OTInputError, OTConvergenceError (with ``.history``).
     """
+    max_memory = options.pop("max_memory", None)
+    mem = None
+    if isinstance(problem, MFGProblem):
+        shape0 = _grid_n(problem, n)
+        mem = check_memory(memory_estimate(problem, shape0, nt), f"the ot solve of {problem.family} on "
+                           f"n={list(shape0)}, nt={problem.nt if nt is None else nt}", max_memory)
     if isinstance(problem, MFGProblem) and problem.family == "otflow" and problem.nu > 0:
         from .entropic import solve_entropic
 
         given = {k: v for k, v in (("tol", tol), ("max_iter", max_iter)) if v is not None}
-        return solve_entropic(problem, n=n, nt=nt, progress=progress, **given, **options)
+        return _with_memory(solve_entropic(problem, n=n, nt=nt, progress=progress, **given, **options), mem)
     tol = 1e-6 if tol is None else tol
     max_iter = 2000 if max_iter is None else max_iter
     _check(problem, push, tol, max_iter)
@@ -267,7 +286,8 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float | None = None, max
     if problem.family == "wgf":
         from .wgf import solve_wgf_chain
 
-        return solve_wgf_chain(problem, grid, tol, accept_tol, max_iter, push, progress, wall0, bfm_iter)
+        return _with_memory(solve_wgf_chain(problem, grid, tol, accept_tol, max_iter, push, progress, wall0, bfm_iter),
+                            mem)
     tau = problem.T / problem.lam
     ref = problem.reference
     history: list = []
@@ -304,4 +324,5 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float | None = None, max
         "levels": levels,
         "timings": {"solve_s": t_solve, "rho_levels_s": t_rho, "phi_levels_s": t_phi, "wall_s": wall},
     })
-    return MFGSolution(grid.t, grid.axes, rho, phi, meta=meta, extras={"rho_push_T": push_T}, status=meta["status"])
+    return _with_memory(MFGSolution(grid.t, grid.axes, rho, phi, meta=meta, extras={"rho_push_T": push_T},
+                                    status=meta["status"]), mem)
