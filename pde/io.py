@@ -47,7 +47,7 @@ else:  # pragma: no cover
 from .distributions import from_dict
 from .problem import MFGProblem, bridge, lq, otflow, sgm, wgf
 
-__all__ = ["load_problem", "problem_from_dict", "problem_to_dict", "atomic_write", "atomic_path", "json_default",
+__all__ = ["load_problem", "problem_from_dict", "problem_to_dict", "atomic_write", "atomic_path", "json_default", "save_npz", "read_npz",
            "FILE_FAMILIES"]
 
 FILE_FAMILIES = ("otflow", "sgm", "wgf", "lq", "bridge")
@@ -261,6 +261,42 @@ def json_default(o):
 # --------------------------------------------------------------------------
 # atomic writes
 # --------------------------------------------------------------------------
+
+
+def save_npz(path, arrays: Mapping, meta: Mapping) -> Path:
+    """Write ``arrays`` and ``meta`` (as a JSON string array ``meta``) to ``path`` atomically.
+
+    Compressed, never pickled; nothing half-written is left at ``path`` (:func:`atomic_path`).
+    """
+    import json
+
+    import numpy as np
+
+    out = dict(arrays)
+    out["meta"] = np.array(json.dumps(dict(meta), default=json_default, sort_keys=True))
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **out)
+    return Path(path)
+
+
+def read_npz(path, what: str) -> dict:
+    """Every array of an ``.npz`` file, read without pickles (``meta`` stays the JSON string array).
+
+    Raises ValueError naming ``path`` and ``what`` ("solution file", "model file") when the file is
+    truncated, not an ``.npz``, or holds pickled objects.
+    """
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: np.asarray(z[k]) for k in z.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{path}: cannot read {what}, truncated or not an .npz ({type(exc).__name__}: {exc})") from None
+    return arrays
 
 
 @contextlib.contextmanager

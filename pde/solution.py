@@ -18,15 +18,13 @@ from __future__ import annotations
 import json
 import platform
 import sys
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .grid import Grid
-from .io import atomic_path, json_default
+from .io import read_npz, save_npz
 
 __all__ = ["MFGSolution", "package_versions", "CORE_ARRAYS"]
 
@@ -121,15 +119,11 @@ class MFGSolution:
         arrays = {"t": self.t, "x": self.axes[0], "rho": self.rho, "phi": self.phi}
         if self.dim == 2:
             arrays["y"] = self.axes[1]
-        meta = dict(self.meta)
-        meta.setdefault("status", self.status)
-        arrays["meta"] = np.array(json.dumps(meta, default=json_default, sort_keys=True))
         for k, v in self.extras.items():
             arrays[k] = np.asarray(v)
-        with atomic_path(path, suffix=".npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-        return path
+        meta = dict(self.meta)
+        meta.setdefault("status", self.status)
+        return save_npz(path, arrays, meta)
 
     @classmethod
     def load(cls, path) -> "MFGSolution":
@@ -137,22 +131,17 @@ class MFGSolution:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such solution file")
+        z = read_npz(path, "solution file")
+        missing = [k for k in ("t", "x", "rho", "phi", "meta") if k not in z]
+        if missing:
+            raise ValueError(f"{path}: not an mfglab solution file (missing arrays {missing})")
         try:
-            with np.load(path, allow_pickle=False) as z:
-                files = set(z.files)
-                missing = [k for k in ("t", "x", "rho", "phi", "meta") if k not in files]
-                if missing:
-                    raise ValueError(f"{path}: not an mfglab solution file (missing arrays {missing})")
-                axes = (z["x"], z["y"]) if "y" in files else (z["x"],)
-                meta = json.loads(str(z["meta"]))
-                extras = {k: z[k] for k in files - set(CORE_ARRAYS)}
-                return cls(z["t"], axes, z["rho"], z["phi"], meta=meta, extras=extras,
-                           status=meta.get("status", "unknown"))
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-            if isinstance(exc, ValueError) and "mfglab" in str(exc):
-                raise
-            raise ValueError(f"{path}: cannot read solution file, truncated or not an .npz "
-                             f"({type(exc).__name__}: {exc})") from None
+            meta = json.loads(str(z["meta"]))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: cannot read solution file, its meta is not JSON ({exc})") from None
+        axes = (z["x"], z["y"]) if "y" in z else (z["x"],)
+        extras = {k: z[k] for k in set(z) - set(CORE_ARRAYS)}
+        return cls(z["t"], axes, z["rho"], z["phi"], meta=meta, extras=extras, status=meta.get("status", "unknown"))
 
     def summary(self) -> str:
         m = self.mass()

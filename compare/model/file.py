@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import json
 import math
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pde.io import atomic_path
-from pde.io import json_default  # the one JSON encoder of metadata (NumPy values, paths)
+from pde.io import read_npz, save_npz
 
 __all__ = ["ModelFile", "ModelFileError", "FORMAT", "FIELDS", "TIME_CONVENTIONS"]
 
@@ -137,7 +135,7 @@ class ModelFile:
         path = Path(path)
         if path.suffix != ".npz":
             raise ModelFileError(f"model file {path}: expected a name ending in .npz")
-        arrays = {"t": self.t, "meta": np.array(json.dumps(self.meta, default=json_default, sort_keys=True))}
+        arrays = {"t": self.t}
         if self.samples is not None:
             arrays["samples"] = self.samples
         if self.axes is not None:
@@ -146,10 +144,7 @@ class ModelFile:
                 arrays["y"] = self.axes[1]
         for name in self.fields():
             arrays[name] = getattr(self, name)
-        with atomic_path(path, suffix=".npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-        return path
+        return save_npz(path, arrays, self.meta)
 
     @classmethod
     def load(cls, path) -> "ModelFile":
@@ -158,12 +153,10 @@ class ModelFile:
         if not path.is_file():
             raise ModelFileError(f"{path}: no such model file")
         try:
-            with np.load(path, allow_pickle=False) as z:
-                files = set(z.files)
-                arrays = {k: np.asarray(z[k]) for k in files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-            raise ModelFileError(f"{path}: cannot read the model file ({type(exc).__name__}: {exc}); "
-                                 "it may be truncated or not an .npz") from None
+            arrays = read_npz(path, "the model file")
+        except ValueError as exc:
+            raise ModelFileError(str(exc)) from None
+        files = set(arrays)
         if "t" not in arrays or "meta" not in arrays:
             raise ModelFileError(f"{path}: not an mfglab model file (arrays {sorted(files)}; expected at least t and meta)")
         unknown = sorted(files - _KNOWN)
