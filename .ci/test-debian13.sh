@@ -17,11 +17,19 @@
 #   bash .ci/test-debian13.sh --prepare  # only build the chroot
 #
 # Needs root (or sudo), debootstrap (installed with apt-get if missing) and
-# access to Debian's archive and PyPI.
+# access to Debian's archive (the one this machine's apt uses, or
+# $MFGLAB_TRIXIE_MIRROR) and PyPI.
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 ROOT=${MFGLAB_TRIXIE_ROOT:-/var/cache/mfglab-trixie}
-MIRROR=${MFGLAB_TRIXIE_MIRROR:?set the Debian archive to bootstrap from}
+# the Debian archive this machine's apt already uses (deb822 or one-line sources)
+host_mirror() {
+    { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
+      grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{print $2}'; } |
+        grep -v -- '-security' | head -n 1
+}
+MIRROR=${MFGLAB_TRIXIE_MIRROR:-$(host_mirror)}
+[ -n "$MIRROR" ] || { echo "test-debian13: no Debian archive in /etc/apt sources; set MFGLAB_TRIXIE_MIRROR" >&2; exit 2; }
 DEST=/root/mfglab
 log() { printf '[test-debian13] %s\n' "$*"; }
 
