@@ -15,6 +15,9 @@ hierarchy of grids (each level warm-started from the coarser one); then
 
 otflow, ν > 0: the entropic route (:mod:`pde.ot.entropic`).
 
+bridge (ρ(0) = ρ₀, ρ(T) = ρ₁): :mod:`pde.ot.bridge` (balanced Sinkhorn and the
+Schrödinger system for ν > 0, the monotone rearrangement for ν = 0 in 1D).
+
 wgf: the JKO chain ρ_{j+1} = argmin KL(ρ‖π) + W₂²(ρ_j, ρ)/(2τ) with the
 problem's τ (``params["tau"]``), each step warm-started from the previous
 one; the time levels inside a step by displacement interpolation, and
@@ -39,7 +42,7 @@ from .legendre import hopf_lax
 __all__ = ["solve_ot", "memory_estimate", "OTInputError", "OTConvergenceError", "COVERED", "OTHER_ROUTES"]
 
 #: families this route solves
-COVERED = ("otflow", "wgf")
+COVERED = ("otflow", "wgf", "bridge")
 #: where the families it does not cover can go
 OTHER_ROUTES = {"sgm": ("exact", "fd", "fe"), "lq": ("exact", "fd", "fe"), "custom": ("fd", "fe")}
 #: coarsest grid of the warm-start hierarchy
@@ -199,7 +202,7 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float | None = None, max
     """Solve an otflow or wgf problem by the static OT route (see the module docstring).
 
     Args:
-        problem: an otflow or wgf problem on a reflecting box (1D or 2D).
+        problem: an otflow, wgf or bridge problem on a reflecting box (1D or 2D; bridges: :mod:`pde.ot.bridge`).
         n, nt: grid overrides (n: nodes per dimension, each >= 16).
         tol: ν = 0: marginal error ‖μ − S#ρ_T‖₁ at which a JKO step's polish stops (default 1e-6);
             ν > 0: the Sinkhorn tolerance of :func:`pde.ot.entropic.solve_entropic` (its default when None).
@@ -218,6 +221,10 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float | None = None, max
     Raises:
         OTInputError, OTConvergenceError (with ``.history``).
     """
+    if isinstance(problem, MFGProblem) and problem.family == "bridge":
+        from .bridge import solve_bridge
+
+        return solve_bridge(problem, n=n, nt=nt, tol=tol, max_iter=max_iter, **options)
     if isinstance(problem, MFGProblem) and problem.family == "otflow" and problem.nu > 0:
         from .entropic import solve_entropic
 
