@@ -15,6 +15,9 @@ hierarchy of grids (each level warm-started from the coarser one); then
 
 otflow, ν > 0: the entropic route (:mod:`pde.ot.entropic`).
 
+bridge (ρ(0) = ρ₀, ρ(T) = ρ₁): :mod:`pde.ot.bridge` (balanced Sinkhorn and the
+Schrödinger system for ν > 0, the monotone rearrangement for ν = 0 in 1D).
+
 wgf: the JKO chain ρ_{j+1} = argmin KL(ρ‖π) + W₂²(ρ_j, ρ)/(2τ) with the
 problem's τ (``params["tau"]``), each step warm-started from the previous
 one; the time levels inside a step by displacement interpolation, and
@@ -40,7 +43,7 @@ from .legendre import hopf_lax
 __all__ = ["solve_ot", "memory_estimate", "OTInputError", "OTConvergenceError", "COVERED", "OTHER_ROUTES"]
 
 #: families this route solves
-COVERED = ("otflow", "wgf")
+COVERED = ("otflow", "wgf", "bridge")
 #: where the families it does not cover can go
 OTHER_ROUTES = {"sgm": ("exact", "fd", "fe"), "lq": ("exact", "fd", "fe"), "custom": ("fd", "fe")}
 #: coarsest grid of the warm-start hierarchy
@@ -78,7 +81,7 @@ def memory_estimate(problem: MFGProblem, n=None, nt=None) -> int:
     levels = (problem.nt if nt is None else int(nt)) + 1
     steps = int(round(problem.T / float(problem.params.get("tau", problem.T)))) if problem.family == "wgf" else 1
     nbytes = 8 * N * (2 * levels + 2 * (steps + 1) + 60)
-    if problem.family == "otflow" and problem.nu > 0:
+    if problem.family in ("otflow", "bridge") and problem.nu > 0:
         nbytes += 8 * sum(k * k for k in shape) * (levels + 2)
     return int(nbytes)
 
@@ -237,7 +240,7 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float | None = None, max
     """Solve an otflow or wgf problem by the static OT route (see the module docstring).
 
     Args:
-        problem: an otflow or wgf problem on a reflecting box (1D or 2D).
+        problem: an otflow, wgf or bridge problem on a reflecting box (1D or 2D; bridges: :mod:`pde.ot.bridge`).
         n, nt: grid overrides (n: nodes per dimension, each >= 16).
         tol: ν = 0: marginal error ‖μ − S#ρ_T‖₁ at which a JKO step's polish stops (default 1e-6);
             ν > 0: the Sinkhorn tolerance of :func:`pde.ot.entropic.solve_entropic` (its default when None).
@@ -263,6 +266,10 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float | None = None, max
         shape0 = _grid_n(problem, n)
         mem = check_memory(memory_estimate(problem, shape0, nt), f"the ot solve of {problem.family} on "
                            f"n={list(shape0)}, nt={problem.nt if nt is None else nt}", max_memory)
+    if isinstance(problem, MFGProblem) and problem.family == "bridge":
+        from .bridge import solve_bridge
+
+        return _with_memory(solve_bridge(problem, n=n, nt=nt, tol=tol, max_iter=max_iter, **options), mem)
     if isinstance(problem, MFGProblem) and problem.family == "otflow" and problem.nu > 0:
         from .entropic import solve_entropic
 
