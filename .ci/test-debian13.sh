@@ -24,9 +24,11 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 ROOT=${MFGLAB_TRIXIE_ROOT:-/var/cache/mfglab-trixie}
 # the Debian archive this machine's apt already uses (deb822 or one-line sources)
 host_mirror() {
-    { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
-      grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{print $2}'; } |
-        grep -v -- '-security' | head -n 1
+    local f
+    for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -f "$f" ] || continue
+        awk '$1 == "URIs:" || $1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:[/][/]/) { print $i; break } }' "$f"
+    done | grep -v -- '-security' | head -n 1 || true
 }
 MIRROR=${MFGLAB_TRIXIE_MIRROR:-$(host_mirror)}
 [ -n "$MIRROR" ] || { echo "test-debian13: no Debian archive in /etc/apt sources; set MFGLAB_TRIXIE_MIRROR" >&2; exit 2; }
