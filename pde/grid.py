@@ -15,7 +15,7 @@ from functools import cached_property
 
 import numpy as np
 
-__all__ = ["Grid", "BOUNDARIES"]
+__all__ = ["Grid", "BOUNDARIES", "gradient"]
 
 BOUNDARIES = ("reflecting", "periodic")
 
@@ -121,3 +121,21 @@ class Grid:
             "dt": self.dt,
             "nodes": "cell-centred",
         }
+
+
+def gradient(f: np.ndarray, axes, boundary: str = "reflecting", edge_order: int = 2) -> np.ndarray:
+    """Nodal gradient of ``f`` on its trailing ``len(axes)`` axes: (…, *shape) → (…, *shape, d).
+
+    Central differences inside; a periodic box wraps, a reflecting one takes one-sided differences
+    of order ``edge_order`` (1 or 2, as :func:`numpy.gradient`) at the two end nodes of each axis.
+    """
+    d = len(axes)
+    out = []
+    for j, ax in enumerate(axes):
+        axis = f.ndim - d + j
+        h = float(ax[1] - ax[0])
+        if boundary == "periodic":
+            out.append((np.roll(f, -1, axis=axis) - np.roll(f, 1, axis=axis)) / (2 * h))
+        else:
+            out.append(np.gradient(f, h, axis=axis, edge_order=edge_order))
+    return np.stack(out, axis=-1)

@@ -7,30 +7,13 @@ import math
 
 import numpy as np
 
+from pde.grid import gradient
 from pde.problem import LocalCoupling, LQCoupling, MFGProblem, NoCoupling
 from pde.solution import MFGSolution
 
 from ._common import DEFAULT_FLOOR, _mesh_points, _region, _vol
 
 __all__ = ["gradient", "potential_error", "score_error", "kinetic_energy", "hjb_residual"]
-
-
-def gradient(f: np.ndarray, axes, boundary: str = "reflecting") -> np.ndarray:
-    """∇f on the trailing len(axes) axes of ``f`` (…, *shape) → (…, *shape, d).
-
-    Central differences (second order); periodic grids wrap, reflecting
-    grids use second-order one-sided differences at the two end nodes.
-    """
-    d = len(axes)
-    out = []
-    for j, ax in enumerate(axes):
-        axis = f.ndim - d + j
-        h = float(ax[1] - ax[0])
-        if boundary == "periodic":
-            out.append((np.roll(f, -1, axis=axis) - np.roll(f, 1, axis=axis)) / (2 * h))
-        else:
-            out.append(np.gradient(f, h, axis=axis, edge_order=2))
-    return np.stack(out, axis=-1)
 
 
 def _laplacian_interior(f: np.ndarray, axes, boundary: str) -> tuple[np.ndarray, np.ndarray]:

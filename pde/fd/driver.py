@@ -17,6 +17,7 @@ import numpy as np
 from ..distributions import GaussianMixture
 from ..problem import (FixedTerminal, KLTerminal, LocalCoupling, LocalTerminal, LQCoupling, LQTerminal, MFGProblem,
                        NoCoupling, PlanningTerminal)
+from ..grid import gradient as grid_gradient
 from ..memory import check_memory
 from ..solution import MFGSolution, package_versions
 from . import _jit
@@ -130,22 +131,9 @@ def build_discretization(problem: MFGProblem, n=None, nt=None, check_resolution:
 
 
 def gradient(u: np.ndarray, grid) -> np.ndarray:
-    """Centred-difference gradient of nodal values u (..., *shape) -> (..., *shape, d).
-
-    One-sided (first order) next to a reflecting wall, wrapped on a periodic box.
-    """
-    d = grid.dim
-    lead = u.ndim - d
-    out = []
-    for a in range(d):
-        ax = lead + a
-        h = grid.h[a]
-        if grid.boundary == "periodic":
-            g = (np.roll(u, -1, axis=ax) - np.roll(u, 1, axis=ax)) / (2 * h)
-        else:
-            g = np.gradient(u, h, axis=ax, edge_order=1)
-        out.append(g)
-    return np.stack(out, axis=-1)
+    """Gradient of FD nodal values u (..., *shape) -> (..., *shape, d): :func:`pde.grid.gradient` with
+    first-order one-sided differences at a reflecting wall (the order of the FD scheme itself)."""
+    return grid_gradient(u, grid.axes, grid.boundary, edge_order=1)
 
 
 # ---------------------------------------------------------------------------

@@ -50,7 +50,7 @@ import numpy as np
 from scipy import fft
 
 from .legendre import c_transform
-from .push import Interpolant, gradient, hessian_det, push_jacobian
+from .push import Interpolant, hessian_det, mirror_gradient, push_jacobian
 
 __all__ = ["jko_step", "JKOResult", "OTConvergenceError", "Preconditioner", "dual_value", "gaussian_start",
            "prolong"]
@@ -302,7 +302,7 @@ class _Context:
     def pull_rho_star(self, phi, psi):
         """S#ρ*(φ^c) on the μ side: ρ*(T(x))·det(I − D²φ(x)), T(x) = x − ∇φ(x)."""
         ts = time.perf_counter()
-        g = gradient(phi, self.h)
+        g = mirror_gradient(phi, self.h)
         logZ = _logsumexp_int(self.lg - psi / self.tau, self.vol)
         expo = self.lg_fn(self.mesh - g) - (0.5 * (g * g).sum(0) - phi) / self.tau - logZ
         out = np.exp(np.minimum(expo, 700.0)) * np.clip(hessian_det(phi, self.h), 0.0, None)

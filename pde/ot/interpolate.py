@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .push import Interpolant, gradient, push_cic
+from .push import Interpolant, mirror_gradient, push_cic
 
 __all__ = ["displacement", "PUSHES", "Displacement", "PushStats", "UNRESOLVED_MASS_MAX"]
 
@@ -40,7 +40,7 @@ UNRESOLVED_MASS_MAX = 1e-4
 
 def _derivatives(phi: np.ndarray, h: tuple):
     up = np.pad(phi, 1, mode="symmetric")
-    g = gradient(phi, h)
+    g = mirror_gradient(phi, h)
     if phi.ndim == 1:
         return g, ((up[2:] - 2 * up[1:-1] + up[:-2]) / h[0] ** 2,)
     c = up[1:-1, 1:-1]

@@ -44,7 +44,7 @@ import time
 
 import numpy as np
 
-from .push import gradient, hessian_det
+from .push import hessian_det, mirror_gradient
 
 __all__ = ["ma_residual", "polish"]
 
@@ -71,7 +71,7 @@ def _lambda_min(phi: np.ndarray, h: tuple) -> np.ndarray:
 def ma_residual(phi: np.ndarray, mesh: np.ndarray, h: tuple, log_gamma_fn, tau: float):
     """ν = right side of (MA) normalised to discrete mass 1, and log C (see module docstring)."""
     vol = float(np.prod(h))
-    g = gradient(phi, h)
+    g = mirror_gradient(phi, h)
     det = np.clip(hessian_det(phi, h), DET_FLOOR, None)
     logr = log_gamma_fn(mesh - g) + (phi - 0.5 * (g * g).sum(0)) / tau + np.log(det)
     m = float(logr.max())

@@ -23,15 +23,15 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["gradient", "hessian_det", "Interpolant", "push_jacobian", "push_cic", "cic_deposit", "cic_deposit_np"]
+__all__ = ["mirror_gradient", "hessian_det", "Interpolant", "push_jacobian", "push_cic", "cic_deposit", "cic_deposit_np"]
 
 
 def _pad(u):
     return np.pad(u, 1, mode="symmetric")  # cell-centred mirror: the Neumann wall
 
 
-def gradient(u: np.ndarray, h: tuple) -> np.ndarray:
-    """Centred-difference gradient with mirror ghosts, shape (d, *u.shape)."""
+def mirror_gradient(u: np.ndarray, h: tuple) -> np.ndarray:
+    """Centred-difference gradient with mirror ghosts (the Neumann wall of the cell-centred grid, consistent with :func:`hessian_det`), shape (d, *u.shape); unlike :func:`pde.grid.gradient` it puts the wall half a cell beyond the end node."""
     up = _pad(u)
     if u.ndim == 1:
         return ((up[2:] - up[:-2]) / (2 * h[0]))[None]
@@ -79,11 +79,11 @@ def push_jacobian(density, psi: np.ndarray, axes: tuple, h: tuple, grad=None) ->
         density: a callable on points (d, *shape) -> (*shape) giving μ (an :class:`Interpolant`
             or an exact density).
         psi: (*shape) potential of the inverse map.
-        grad: optional precomputed :func:`gradient` of ψ.
+        grad: optional precomputed :func:`mirror_gradient` of ψ.
     Returns:
         (*shape) pushed density, ≥ 0, not renormalised.
     """
-    g = gradient(psi, h) if grad is None else grad
+    g = mirror_gradient(psi, h) if grad is None else grad
     pts = np.stack(np.meshgrid(*axes, indexing="ij")) - g
     det = np.clip(hessian_det(psi, h), 0.0, None)
     return np.clip(density(pts), 0.0, None) * det
@@ -167,7 +167,7 @@ def cic_deposit_np(pos: np.ndarray, mass: np.ndarray, lo, h, shape) -> np.ndarra
 def push_cic(mu: np.ndarray, phi: np.ndarray, axes: tuple, h: tuple, k: int = 2, kernel: bool = True) -> np.ndarray:
     """T#μ for T(x) = x − ∇φ(x) by cloud-in-cell with k^d particles per cell (density, mass exact)."""
     d = mu.ndim
-    g = gradient(phi, h)
+    g = mirror_gradient(phi, h)
     sub = (np.arange(k) + 0.5) / k - 0.5  # sub-cell offsets in units of h
     lo = np.array([a[0] - 0.5 * hh for a, hh in zip(axes, h)])
     if d == 1:

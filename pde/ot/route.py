@@ -160,11 +160,11 @@ def _solve_step(problem, shape, mu_law, mu_grid, ref, tau, tol, accept_tol, max_
 
 def _step_certificates(mu, res, axes, lg, tau, rho_T):
     """Primal value of ρ_T = T#μ, gap to the dual, optimality residual, mass and positivity."""
-    from .push import gradient
+    from .push import mirror_gradient
 
     h = tuple(float(a[1] - a[0]) for a in axes)
     vol = float(np.prod(h))
-    g = gradient(res.phi, h)
+    g = mirror_gradient(res.phi, h)
     transport = 0.5 * vol * float(np.sum(mu * (g * g).sum(0))) / tau  # W₂²/(2τ) of the map
     pos = rho_T > 0  # ρ_T: the push T#μ
     kl = vol * float(np.sum(np.where(pos, rho_T * (np.log(np.where(pos, rho_T, 1.0)) - lg), 0.0)))
