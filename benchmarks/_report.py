@@ -13,9 +13,17 @@ import re
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_section", "REPORT"]
+__all__ = ["write_section", "machine_line", "REPORT"]
 
 REPORT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def machine_line() -> str:
+    """The processor, core count and the thread settings a CPU benchmark ran under."""
+    import platform
+
+    threads = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS"))
+    return f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores ({threads})"
 
 
 def write_section(name: str, markdown: str, path: Path | str | None = None) -> Path:

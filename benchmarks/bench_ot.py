@@ -9,14 +9,13 @@ form beside each time). Absolute times depend on the machine and its load.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
 
 import pde
 from pde.exact import closed_form
+from benchmarks._report import machine_line
 
 BOX2 = [[-6.0, 6.0], [-6.0, 6.0]]
 
@@ -154,10 +153,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
-    lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-             f"(NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS', 'unset')}, "
-             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); times taken on a shared machine "
-             f"under load.{' Quick sizes.' if args.quick else ''}\n"]
+    lines = [f"{machine_line()}; times taken on a shared machine under load.{' Quick sizes.' if args.quick else ''}\n"]
     for fn in (bench_kernel, lambda l: bench_otflow_2d(l, args.quick), lambda l: bench_mixture_2d(l, args.quick),
                lambda l: bench_fd_side_by_side(l, args.quick),
                lambda l: bench_wgf(l, args.quick), lambda l: bench_entropic(l, args.quick)):

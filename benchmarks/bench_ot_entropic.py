@@ -10,8 +10,6 @@ NumPy twin, each pair in the same process. Absolute times depend on the machine.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
@@ -19,7 +17,8 @@ import numpy as np
 import pde
 from pde import exact
 from pde.ot import entropic
-from pde.ot.heat import HeatKernel, lse_apply_np
+from pde.ot.heat import HeatKernel
+from benchmarks._report import machine_line
 
 
 def gaussian_2d(nu):
@@ -146,11 +145,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
-    threads = f"NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS', 'unset')}, " \
-              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
     lines = [f"## Entropic route, otflow ν > 0 (`python -m benchmarks.bench_ot_entropic{' --quick' if args.quick else ''}`)\n",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other jobs, "
-             f"so times are upper bounds), {threads}, {time.strftime('%Y-%m-%d')}.\n"]
+             f"{machine_line()}, shared with other jobs, so times are upper bounds; {time.strftime('%Y-%m-%d')}.\n"]
     for fn in (bench_sizes, bench_kernels, bench_engines, bench_small_nu):
         fn(lines, args.quick)
     text = "\n".join(lines)
