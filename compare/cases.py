@@ -17,7 +17,7 @@ Each :class:`Case` names
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -67,6 +67,7 @@ class Case:
         model: default neural model (one of :data:`MODELS`).
         budget: default training steps for the CPU demo.
         example: the ``examples/*.toml`` file holding the same problem, if any.
+        truth_options: route -> options passed to :func:`pde.solve` for that route (part of the cache key).
     """
 
     name: str
@@ -76,6 +77,7 @@ class Case:
     model: str
     budget: int
     example: str | None = None
+    truth_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         bad = [r for r in self.truth if r not in TRUTH_ROUTES]
@@ -85,6 +87,10 @@ class Case:
         # the model name is checked against neural's registry in get_case (which imports torch)
         if int(self.budget) < 1:
             raise ValueError(f"case {self.name}: budget {self.budget}; expected a positive number of steps")
+
+    def options_for(self, route: str) -> dict:
+        """The :func:`pde.solve` options of ``route`` for this case (empty when none are set)."""
+        return dict(self.truth_options.get(route, {}))
 
     @property
     def primary_truth(self) -> str:

@@ -157,9 +157,9 @@ def run_compare(model, out_dir=None, *, case=None, problem: MFGProblem | None = 
         if work is None:
             import pde
 
-            truth = pde.solve(problem, method)
+            truth = pde.solve(problem, method, **c.options_for(method))
         else:
-            truth = cached_solve(problem, method, work / "truth").solution
+            truth = cached_solve(problem, method, work / "truth", **c.options_for(method)).solution
         truth_note = f"`{method}` on the grid {list(problem.n)} × nt = {problem.nt}"
     elif problem is None or truth is None:
         raise ValueError("give a case, or both the problem and its truth solution")

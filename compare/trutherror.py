@@ -113,10 +113,11 @@ def truth_error_estimate(case, problem, method: str, truth: MFGSolution, times, 
     routes = list(case.truth) if case is not None else [method]
     tsel = [float(s) for s in times]
 
-    def get(m, prob):
+    def get(m, prob, **extra):
+        opts = {**(case.options_for(m) if case is not None else {}), **extra}
         if work_dir is None:
-            return solve(prob, m)
-        return cached_solve(prob, m, Path(work_dir) / "truth", solve=solve).solution
+            return solve(prob, m, **opts)
+        return cached_solve(prob, m, Path(work_dir) / "truth", solve=solve, **opts).solution
 
     if method == "exact":
         mo = truth.meta.get("mass_outside_box")
@@ -150,9 +151,7 @@ def truth_error_estimate(case, problem, method: str, truth: MFGSolution, times, 
         if method != "fd" or "check_resolution" not in str(exc):
             return {"method": f"none: the `{method}` solve on the halved grid failed ({exc})", "metrics": {}}
         # the halved grid is below FD's resolution rule: solve anyway, the estimate is then pessimistic
-        coarse = (solve(coarse_p, method, check_resolution=False) if work_dir is None else
-                  cached_solve(coarse_p, method, Path(work_dir) / "truth", solve=solve,
-                               check_resolution=False).solution)
+        coarse = get(method, coarse_p, check_resolution=False)
         caveat = "; the halved grid is below FD's resolution rule (h ≤ std/2)"
     fine = coarsen_solution(truth)
     ts = [s for s in tsel if np.min(np.abs(fine.t - s)) <= 1e-9 * max(1.0, fine.t[-1])]

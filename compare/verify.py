@@ -103,7 +103,7 @@ def run_verify(case, out_dir, *, budget: int | None = None, seed: int = 0, devic
     work = Path(work_dir) if work_dir is not None else default_work_dir(out)
     work.mkdir(parents=True, exist_ok=True)
 
-    cached = cached_solve(problem, method, work / "truth", solve=solve)
+    cached = cached_solve(problem, method, work / "truth", solve=solve, **c.options_for(method))
     truth = cached.solution
 
     if train is None or evaluate_model is None or trajectories is None:

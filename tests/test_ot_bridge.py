@@ -135,11 +135,6 @@ def test_trivial_bridge_without_diffusion_is_at_rest_exactly(dim):
     assert np.all(sol.phi == 0.0) and sol.meta["kinetic_energy"] == 0.0
 
 
-def test_2d_without_diffusion_names_the_routes_that_cover_it():
-    with pytest.raises(OTInputError, match=r"nu = 0.*'exact' for Gaussian laws.*nu > 0"):
-        pde.solve(gaussian_2d(0.0), "ot", n=32)
-
-
 def test_unresolved_kernel_raises_naming_epsilon_nu_h():
     with pytest.raises(EntropicInputError, match=r"ε = 2νλ.*nu=0.0001.*h = "):
         pde.solve(gaussian_2d(1e-4), "ot", n=64)

@@ -10,6 +10,8 @@ solved by :func:`pde.ot.sinkhorn.sinkhorn_neumann` with ``balanced=True``
 :func:`pde.ot.entropic.schrodinger_levels`, ρ_t = (P_t a)(P_{T−t} b) and
 φ_t = 1 − ε log P_{T−t} b + c, exact in time.
 
+ν = 0 (Benamou–Brenier), 2D: the W₂ map by the Monge–Ampère polish of :mod:`pde.ot.brenier`.
+
 ν = 0 (Benamou–Brenier), 1D: the W₂ map is the monotone rearrangement
 T = F₁⁻¹ ∘ F₀ (cumulative distribution functions of the laws, on a fine
 auxiliary grid; each inverse taken from the nearer tail so that both tails
@@ -25,8 +27,7 @@ the Hopf–Lax formula from φ(·, T) = −(λ/T)∫(y − T⁻¹(y))dy,
     φ(z, t) = min_y φ(y, T) + λ|z − y|²/(2(T − t)),
 
 evaluated at its minimiser y = T(x), x the preimage of z (the endpoint of the
-straight path through z). ν = 0 in 2D is not covered (the routes that cover it
-are named in the error).
+straight path through z).
 
 Gauge: φ(·, T) is determined up to a constant; every route fixes it as the FD
 planning route does, h^d Σ ρ₁ φ(·, T) = 0 with ρ₁ the nodal density normalised
@@ -233,35 +234,44 @@ def _monotone(problem, grid, r0, r1, wall0):
                        status="converged")
 
 
-def solve_bridge(problem, n=None, nt=None, tol: float | None = None, max_iter: int | None = None,
-                 **opts) -> MFGSolution:
+def solve_bridge(problem, n=None, nt=None, tol: float | None = None, max_iter: int | None = None, *,
+                 accept_tol: float | None = None, progress=None, **opts) -> MFGSolution:
     """A bridge problem by the static route (module docstring); called by :func:`pde.ot.solve_ot`.
 
     Args:
         problem: a ``bridge`` problem on a reflecting box.
         n, nt: grid overrides.
         tol, max_iter: ν > 0: Sinkhorn tolerance on ∫|π₂ − ρ₁| (default 1e-10) and iterations (20000);
-            unused for ν = 0 (the 1D map is direct).
+            ν = 0 in 2D: the polish tolerance on the Monge–Ampère marginal error (default
+            :data:`pde.ot.brenier.TOL`) and its iterations per grid level (2000); unused in 1D (the map is direct).
         **opts: ν > 0: ``kernel``, ``domain``, ``lse``, ``absorb``, ``relax``, ``check_resolution``
             as for :func:`pde.ot.entropic.solve_entropic`.
+        accept_tol: ν = 0 in 2D: the largest marginal error accepted from a stalled polish (default
+            :data:`pde.ot.brenier.ACCEPT_TOL`).
+        progress: ν = 0 in 2D: optional ``progress(it, residual, info)`` of the polish.
 
     Raises:
-        OTInputError: periodic box, unknown option, data not positive on the grid, ν = 0 in 2D
-            (except the trivial bridge); EntropicInputError: the kernel is not resolved (σ = √(2νT) < h);
-        SinkhornConvergenceError: Sinkhorn did not reach ``tol``.
+        OTInputError: periodic box, unknown option, data not positive on the grid; EntropicInputError: the kernel is not resolved (σ = √(2νT) < h);
+        SinkhornConvergenceError: Sinkhorn did not reach ``tol``; OTConvergenceError: the 2D W₂ map did not.
     """
     from .route import OTInputError, _grid_n
 
     wall0 = time.perf_counter()
     if problem.boundary != "reflecting":
         raise OTInputError(f"boundary={problem.boundary!r}: the ot route solves bridges on reflecting boxes")
-    allowed = _SB_OPTIONS if problem.nu > 0 else ()
+    allowed = _SB_OPTIONS if problem.nu > 0 else ("check_resolution",)  # ν = 0: no kernel to resolve
     unknown = set(opts) - set(allowed)
     if unknown:
         raise OTInputError(f"unknown option(s) {sorted(unknown)} for the ot route on a bridge with nu = {problem.nu:g}; "
                            f"expected some of {list(allowed)}")
-    tol = 1e-10 if tol is None else tol
-    max_iter = 20000 if max_iter is None else max_iter
+    from .brenier import ACCEPT_TOL, TOL
+
+    map2d = problem.nu == 0 and problem.dim == 2
+    tol = (TOL if map2d else 1e-10) if tol is None else tol
+    max_iter = (2000 if map2d else 20000) if max_iter is None else max_iter
+    accept_tol = ACCEPT_TOL if accept_tol is None else accept_tol
+    if not (isinstance(accept_tol, (int, float)) and math.isfinite(accept_tol) and accept_tol > 0):
+        raise OTInputError(f"accept_tol={accept_tol!r}; expected a positive number")
     if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
         raise OTInputError(f"tol={tol!r}; expected a positive number")
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
@@ -269,13 +279,14 @@ def solve_bridge(problem, n=None, nt=None, tol: float | None = None, max_iter: i
     grid = problem.grid(n=_grid_n(problem, n), nt=nt)
     r0, _ = _nodal(problem.rho0, grid, "rho0")
     r1, _ = _nodal(problem.target, grid, "rho1 (the target)")
+    if problem.nu == 0:
+        opts.pop("check_resolution", None)
     if problem.nu > 0:
         return _schrodinger(problem, grid, r0, r1, tol, max_iter, opts, wall0)
     if np.array_equal(r0, r1):
         return _trivial(problem, grid, r0, wall0)
     if problem.dim == 1:
         return _monotone(problem, grid, r0, r1, wall0)
-    raise OTInputError(
-        "the ot route does not solve 2D bridges with nu = 0 (the W2 map between two given densities); use method "
-        "'exact' for Gaussian laws, or a small nu > 0 with method 'ot' (the Schrödinger bridge, which tends to "
-        "the W2 geodesic as nu -> 0) or 'fd'")
+    from .brenier import solve_brenier_2d
+
+    return solve_brenier_2d(problem, grid, r0, r1, tol, accept_tol, max_iter, progress, wall0, _meta, _gauge)

@@ -269,7 +269,8 @@ def solve_ot(problem: MFGProblem, n=None, nt=None, tol: float | None = None, max
     if isinstance(problem, MFGProblem) and problem.family == "bridge":
         from .bridge import solve_bridge
 
-        return _with_memory(solve_bridge(problem, n=n, nt=nt, tol=tol, max_iter=max_iter, **options), mem)
+        return _with_memory(solve_bridge(problem, n=n, nt=nt, tol=tol, max_iter=max_iter, accept_tol=accept_tol,
+                                         progress=progress, **options), mem)
     if isinstance(problem, MFGProblem) and problem.family == "otflow" and problem.nu > 0:
         from .entropic import solve_entropic
 
