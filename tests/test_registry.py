@@ -11,10 +11,11 @@ from neural.models import REGISTRY, model_spec, register_model
 
 
 def test_every_registered_model_carries_training_defaults():
-    assert set(REGISTRY) == set(neural.MODELS) == {"otflow", "ffjord", "sgm", "hjb-sgm", "wgf", "lq"}
+    assert set(REGISTRY) == set(neural.MODELS) == {"otflow", "ffjord", "sgm", "hjb-sgm", "wgf", "lq", "cfm", "ot-cfm",
+                                                  "sb-cfm", "rectified"}
     for name, spec in REGISTRY.items():
         assert spec.cls.name == name and spec.batch >= 1 and spec.lr > 0
-    with pytest.raises(ValueError, match=r"unknown model 'nope'; expected one of \['ffjord'"):
+    with pytest.raises(ValueError, match=r"unknown model 'nope'; expected one of \['cfm'"):
         model_spec("nope")
 
 
