@@ -31,7 +31,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run
 
 teach: $(STAMP)
-	for s in coupling score kinetic stability; do $(PY) -m compare.cli wellposed $$s --force || exit 1; done
+	for s in coupling score kinetic stability bridge; do $(PY) -m compare.cli wellposed $$s --force || exit 1; done
 
 gpu-check:
 	bash benchmarks/gpu_check.sh

@@ -1,6 +1,6 @@
 """``mfglab wellposed STUDY``: what makes each generative model well or ill posed, with numbers.
 
-Four studies (each in :mod:`compare.studies`), each writing the report folder
+Five studies (each in :mod:`compare.studies`), each writing the report folder
 of ``verify`` (``report.md``/``report.html``, PNG figures, ``metrics.json``
 with every number under ``"sections"``, ``provenance.json``):
 
@@ -12,7 +12,9 @@ with every number under ``"sections"``, ``provenance.json``):
   linear Fokker–Planck route vs closed form; the conditioning of denoising
   score matching at small diffusion time and what the HJB regulariser changes;
 - ``coupling``  — monotone (Lasry–Lions) coupling: one solution from every
-  initial guess; aggregating coupling: two distinct equilibria.
+  initial guess; aggregating coupling: two distinct equilibria;
+- ``bridge``    — flow matching between two given laws: which coupling (independent,
+  minibatch OT, reflow, entropic) learns the Benamou–Brenier path.
 
 Python::
 
@@ -39,6 +41,8 @@ STUDIES = {
     "stability": ("stability", "perturb the data by ε: ‖Δρ‖, ‖Δφ‖ vs ε for the FD truth and trained models"),
     "score": ("score", "sgm: nonlinear HJB vs linear FP vs exact score; DSM conditioning at small t; HJB regulariser"),
     "coupling": ("coupling", "monotone coupling: one solution from every guess; aggregating coupling: two equilibria"),
+    "bridge": ("bridge", "flow matching (I-CFM, OT-CFM, rectified, SB-CFM) vs the bridge truth: kinetic vs W2, "
+                         "L1 of rho_t, straightness"),
 }
 
 
@@ -128,7 +132,7 @@ def run_study(name: str, out_dir, *, quick: bool = False, seeds: int | None = No
 
 def add_parser(sub) -> None:
     """Register ``mfglab wellposed STUDY [--out DIR] [--quick] [--seeds K] [--force]``."""
-    p = sub.add_parser("wellposed", help="well-posedness studies (kinetic, stability, score, coupling) → report",
+    p = sub.add_parser("wellposed", help="well-posedness studies (kinetic, stability, score, coupling, bridge) → report",
                        description="Run a well-posedness study and write a report folder (report.md, report.html, "
                                    "figures, metrics.json, provenance). Studies: "
                                    + "; ".join(f"{k}: {v[1]}" for k, v in STUDIES.items()))
@@ -136,7 +140,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="report folder (default out/wellposed-STUDY)")
     p.add_argument("--quick", action="store_true", help="reduced version (about a minute)")
     p.add_argument("--seeds", type=int, default=None, help="training seeds (default: the study's, 3)")
-    p.add_argument("--device", default=None, help="training device for kinetic/score/stability: cpu (default), "
+    p.add_argument("--device", default=None, help="training device for kinetic/score/stability/bridge: cpu (default), "
                                                    "cuda, cuda:N or auto")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a shared CPU)")
     p.add_argument("--force", action="store_true", help="replace the report folder if it exists")
