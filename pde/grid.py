@@ -139,3 +139,17 @@ def gradient(f: np.ndarray, axes, boundary: str = "reflecting", edge_order: int 
         else:
             out.append(np.gradient(f, h, axis=axis, edge_order=edge_order))
     return np.stack(out, axis=-1)
+
+
+def kinetic_energy(grid: Grid, rho: np.ndarray, phi: np.ndarray, lam: float) -> float:
+    """∫₀ᵀ∫ |∇φ|²ρ/(2λ) dx dt of time levels ``rho``, ``phi`` of shape (nt+1, *grid.shape).
+
+    The value of J = ∫∫(λ/2)|v|²ρ for the feedback v = −∇φ/λ: central differences in space
+    (second-order one-sided at reflecting walls), the trapezoid rule in time.
+    """
+    per = []
+    for k in range(rho.shape[0]):
+        g = gradient(phi[k], grid.axes, grid.boundary)
+        per.append(float(grid.integrate((g * g).sum(-1) * rho[k])) / (2.0 * lam))
+    per = np.asarray(per)
+    return float(np.sum(0.5 * (per[1:] + per[:-1]) * np.diff(grid.t)))

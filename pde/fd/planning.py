@@ -38,6 +38,7 @@ import scipy.sparse as sp
 from . import kernels as K
 from .iterations import SUGGESTION, FDConvergenceError, armijo_backtrack, fp_forward, hjb_backward, make_progress
 from .system import Discretization, NonFiniteError
+from ..grid import kinetic_energy
 
 __all__ = ["PlanningSystem", "solve_planning"]
 
@@ -354,5 +355,8 @@ def solve_planning(problem, disc: Discretization, rho1: np.ndarray, tol: float, 
                     "reduced Newton on phi(., T), phi and rho re-solved by the HJB and FP sweeps",
         "terminal_mismatch": float(np.max(np.abs(mismatch))),
         "terminal_mismatch_l1": float(disc.vol * np.abs(mismatch).sum()),
+        # J = ∫∫(λ/2)|∇φ/λ|²ρ on the returned levels (central differences, trapezoid in time)
+        "kinetic_energy": kinetic_energy(disc.grid, rho.reshape((-1,) + disc.grid.shape),
+                                         phi.reshape((-1,) + disc.grid.shape), problem.lam),
     }
     return phi, rho, info, {}, meta

@@ -46,6 +46,7 @@ import time
 import numpy as np
 
 from ..solution import MFGSolution, package_versions
+from ..grid import kinetic_energy
 
 __all__ = ["solve_bridge", "monotone_map", "FINE_MIN"]
 
@@ -72,17 +73,6 @@ def _nodal(law, grid, label):
     return r / mass, float(mass)
 
 
-def _dynamic_kinetic(rho, phi, grid, lam):
-    """∫₀ᵀ∫ |∇φ|²ρ/(2λ) from the returned arrays (central differences, trapezoid in time)."""
-    per = []
-    for k in range(rho.shape[0]):
-        grads = np.gradient(phi[k], *grid.h) if grid.dim > 1 else [np.gradient(phi[k], grid.h[0])]
-        g2 = sum(g * g for g in grads)
-        per.append(float(grid.integrate(g2 * rho[k])) / (2.0 * lam))
-    per = np.asarray(per)
-    return float(np.sum(0.5 * (per[1:] + per[:-1]) * np.diff(grid.t)))
-
-
 def _gauge(phi, rho1, grid):
     c = float(grid.integrate(rho1 * phi[-1]))
     return phi - c
@@ -93,7 +83,7 @@ def _meta(problem, grid, rho, phi, rho1, fields):
     return {"method": "ot", "problem": problem.describe(), "grid": grid.to_dict(), "gauge": _GAUGE,
             "mass_error": float(np.max(np.abs(mass - 1.0))), "min_rho": float(rho.min()),
             "terminal_l1": float(grid.integrate(np.abs(rho[-1] - rho1))),
-            "kinetic_energy_from_levels": _dynamic_kinetic(rho, phi, grid, problem.lam),
+            "kinetic_energy_from_levels": kinetic_energy(grid, rho, phi, problem.lam),
             "versions": package_versions(), **fields}
 
 
