@@ -195,6 +195,8 @@ def problem_to_dict(problem: MFGProblem) -> dict | None:
             spec["beta"] = float(problem.params["beta"])
         elif problem.family == "wgf":
             spec["tau"] = float(problem.params["tau"])
+        elif problem.family == "bridge":
+            spec.update(nu=problem.nu, lam=problem.lam, target=problem.target.to_dict())
         elif problem.family == "lq":
             spec.update(nu=problem.nu, lam=problem.lam, q=problem.params["q"], qT=problem.params["qT"])
         if "fe" in problem.params:

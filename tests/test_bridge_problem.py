@@ -98,3 +98,16 @@ def test_planning_terminal_and_target_must_agree():
     with pytest.raises(ValueError, match="target = terminal.target"):
         p.replace(target=a)
     assert p.replace(nu=0.2).nu == 0.2
+
+
+@pytest.mark.parametrize("name", ["bridge-gaussian-2d", "sb-gaussian-2d", "bridge-8gaussians-2d"])
+def test_bridge_problem_round_trips_through_its_file_form(name):
+    """problem_to_dict carries [target] (the form stored in checkpoints): the rebuilt problem is the same."""
+    from compare.cases import get_case
+
+    prob = get_case(name).problem()
+    spec = pde.problem_to_dict(prob)
+    assert spec is not None and spec["family"] == "bridge" and "target" in spec
+    rebuilt = pde.problem_from_dict(spec)
+    assert rebuilt.fingerprint() == prob.fingerprint()
+    assert rebuilt.nu == prob.nu and rebuilt.target.to_dict() == prob.target.to_dict()
