@@ -9,6 +9,7 @@ Subcommands (``mfglab SUBCOMMAND --help`` for options):
 - ``compare``    truth vs any model (model file or module.py:factory) → report folder
 - ``converge``   refinement study of a solver on a case → report folder
 - ``wellposed``  well-posedness studies → report folder
+- ``sweep``      many verify/compare/converge runs from a sweep file (serial, processes, MPI) → summary folder
 - ``demo``       ``verify`` on the default case (what ``make demo`` runs)
 
 Exit codes: 0 success, 1 a run that failed (non-convergence, NaN, …),
@@ -302,6 +303,9 @@ def _run_train(args) -> int:
 def _add_wellposed(sub): from .wellposed import add_parser; add_parser(sub)  # noqa: E704
 
 
+def _add_sweep(sub): from .sweep import add_parser; add_parser(sub)  # noqa: E704
+
+
 # --------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,10 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_converge(sub)
     _add_demo(sub)
     _add_wellposed(sub)
+    _add_sweep(sub)
     return parser
 
 
-_TORCH_COMMANDS = ("train", "verify", "demo", "wellposed", "compare")
+_TORCH_COMMANDS = ("train", "verify", "demo", "wellposed", "compare", "sweep")
 
 
 def _set_torch_threads() -> None:

@@ -119,7 +119,7 @@ def derivation_section(model: Model, derived, skipped: dict) -> Section:
 def run_compare(model, out_dir=None, *, case=None, problem: MFGProblem | None = None,
                 truth: MFGSolution | None = None, truth_method: str | None = None, n=None, nt: int | None = None,
                 times=None, steps: int = 32, n_samples: int = 2000, seed: int = 0, force: bool = False,
-                work_dir=None, animation: bool = True, truth_error: bool = True) -> CompareResult:
+                work_dir=None, animation: bool = True, truth_error: bool = True, truth_cache=None) -> CompareResult:
     """Compare ``model`` with a truth and write a report folder (``out_dir``; None: no report).
 
     Args:
@@ -135,6 +135,7 @@ def run_compare(model, out_dir=None, *, case=None, problem: MFGProblem | None = 
         work_dir: truth cache (default ``OUT.work`` beside the report).
         animation: put the truth-vs-model animation in the report.
         truth_error: with a case, estimate the truth's own error (second route or coarser grid).
+        truth_cache: folder of the truth cache (default ``work_dir/truth``), shareable between runs.
     """
     t0 = time.perf_counter()
     out = Path(out_dir).resolve() if out_dir is not None else None
@@ -154,12 +155,13 @@ def run_compare(model, out_dir=None, *, case=None, problem: MFGProblem | None = 
             raise ValueError(f"case {c.name}: truth route {method!r}; expected one of {list(c.truth)}")
         problem = c.problem(n=n, nt=nt)
         work = Path(work_dir) if work_dir is not None else (default_work_dir(out) if out is not None else None)
-        if work is None:
+        cache_dir = Path(truth_cache) if truth_cache is not None else (work / "truth" if work is not None else None)
+        if cache_dir is None:
             import pde
 
             truth = pde.solve(problem, method, **c.options_for(method))
         else:
-            truth = cached_solve(problem, method, work / "truth", **c.options_for(method)).solution
+            truth = cached_solve(problem, method, cache_dir, **c.options_for(method)).solution
         truth_note = f"`{method}` on the grid {list(problem.n)} × nt = {problem.nt}"
     elif problem is None or truth is None:
         raise ValueError("give a case, or both the problem and its truth solution")
@@ -188,7 +190,7 @@ def run_compare(model, out_dir=None, *, case=None, problem: MFGProblem | None = 
     if c is not None and truth_error and out is not None:
         from .trutherror import attach_truth_error, truth_error_estimate
 
-        terr = truth_error_estimate(c, problem, method, truth, tsel, work_dir=work)
+        terr = truth_error_estimate(c, problem, method, truth, tsel, work_dir=work, cache_dir=cache_dir)
         attach_truth_error(res, terr)
     if out is not None:
         sec = derivation_section(m, der, res["skipped"])

@@ -106,8 +106,11 @@ def _series_of(res: dict) -> dict:
 
 
 def truth_error_estimate(case, problem, method: str, truth: MFGSolution, times, *, work_dir=None,
-                         solve=pde.solve) -> dict | None:
-    """The estimate of the module docstring, or None (with nothing to compare)."""
+                         solve=pde.solve, cache_dir=None) -> dict | None:
+    """The estimate of the module docstring, or None (with nothing to compare).
+
+    The second solves are cached in ``cache_dir`` (default ``work_dir/truth``; neither: not cached).
+    """
     from .cache import cached_solve
 
     routes = list(case.truth) if case is not None else [method]
@@ -115,9 +118,10 @@ def truth_error_estimate(case, problem, method: str, truth: MFGSolution, times, 
 
     def get(m, prob, **extra):
         opts = {**(case.options_for(m) if case is not None else {}), **extra}
-        if work_dir is None:
+        where = cache_dir if cache_dir is not None else (Path(work_dir) / "truth" if work_dir is not None else None)
+        if where is None:
             return solve(prob, m, **opts)
-        return cached_solve(prob, m, Path(work_dir) / "truth", solve=solve, **opts).solution
+        return cached_solve(prob, m, where, solve=solve, **opts).solution
 
     if method == "exact":
         mo = truth.meta.get("mass_outside_box")

@@ -60,7 +60,8 @@ def run_verify(case, out_dir, *, budget: int | None = None, seed: int = 0, devic
                work_dir=None, n_samples: int = 2000, times=None, progress: bool = True,
                train: Callable | None = None, evaluate_model: Callable | None = None,
                trajectories: Callable | None = None, solve: Callable = pde.solve,
-               model: str | None = None, animation: bool = True, truth_error: bool = True) -> VerifyResult:
+               model: str | None = None, animation: bool = True, truth_error: bool = True,
+               truth_cache=None) -> VerifyResult:
     """Verify the case's neural model against its ground truth and write a report.
 
     Args:
@@ -81,6 +82,8 @@ def run_verify(case, out_dir, *, budget: int | None = None, seed: int = 0, devic
         model: the neural model (default: the case's).
         animation: put the truth-vs-model animation in the report.
         truth_error: estimate the truth's own error beside each metric (:mod:`compare.trutherror`).
+        truth_cache: folder of the truth cache (default ``work_dir/truth``); several runs may share one
+            (:mod:`compare.cache` locks each entry).
 
     The report folder also holds ``model.npz`` (:mod:`compare.model.file`): the model on the truth's
     grid and its trajectories, so that ``mfglab compare CASE --model OUT/model.npz`` reproduces
@@ -103,7 +106,8 @@ def run_verify(case, out_dir, *, budget: int | None = None, seed: int = 0, devic
     work = Path(work_dir) if work_dir is not None else default_work_dir(out)
     work.mkdir(parents=True, exist_ok=True)
 
-    cached = cached_solve(problem, method, work / "truth", solve=solve, **c.options_for(method))
+    cache_dir = Path(truth_cache) if truth_cache is not None else work / "truth"
+    cached = cached_solve(problem, method, cache_dir, solve=solve, **c.options_for(method))
     truth = cached.solution
 
     if train is None or evaluate_model is None or trajectories is None:
@@ -125,7 +129,8 @@ def run_verify(case, out_dir, *, budget: int | None = None, seed: int = 0, devic
     res = evaluate(truth, sol, problem, times=tsel, samples=samples, paths=(truth.t, paths) if on_levels else None,
                    seed=seed)
     if truth_error:
-        attach_truth_error(res, truth_error_estimate(c, problem, method, truth, tsel, work_dir=work, solve=solve))
+        attach_truth_error(res, truth_error_estimate(c, problem, method, truth, tsel, work_dir=work, solve=solve,
+                                                    cache_dir=cache_dir))
     mfile = model_file_from_solution(sol, paths if on_levels else None,
                                      {"name": model_name, "source": f"mfglab verify {c.name}", "seed": seed,
                                       "case": c.name, "steps": steps})
