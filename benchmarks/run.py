@@ -19,6 +19,7 @@ BENCHMARKS = [
     ("benchmarks.bench_fe", [], ["--cells-per-dim", "40", "--nt", "20"]),
     ("benchmarks.bench_ot", [], ["--quick"]),
     ("benchmarks.bench_bridge", [], ["--quick"]),
+    ("benchmarks.bench_sweep", [], ["--quick"]),
     ("benchmarks.bench_neural", ["--quick"], ["--quick", "--only", "speed"]),  # CPU sizes; GPU: make gpu-check
 ]
 

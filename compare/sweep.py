@@ -361,6 +361,7 @@ def _init_worker(threads: int, devices: Sequence[str] | None, counter=None) -> N
             index = counter.value
             counter.value += 1
         _WORKER["label"] = f"process {index}"
+        _watch_parent()
     elif "mpi4py.MPI" in sys.modules:  # an MPI worker (never initialise MPI just to ask)
         try:
             from mpi4py import MPI
@@ -371,6 +372,25 @@ def _init_worker(threads: int, devices: Sequence[str] | None, counter=None) -> N
         except ImportError:
             pass
     _WORKER["device"] = devices[index % len(devices)] if devices else None
+
+
+def _watch_parent(period: float = 1.0) -> None:
+    """Exit this pool worker once its parent is gone (killed with -9) and no row is running.
+
+    Without it an orphaned worker would wait forever for work on a queue nobody feeds; a row in
+    progress is finished first (its report and row.json complete, so the re-run skips it).
+    """
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(period)
+            if os.getppid() != parent and not _WORKER.get("busy"):
+                os._exit(0)
+
+    threading.Thread(target=watch, name="mfglab-sweep-parent-watch", daemon=True).start()
 
 
 def _flatten(d, prefix="") -> dict:
@@ -416,8 +436,10 @@ def _run_one(kind: str, params: dict, paths: dict, cache: Path, options: dict, d
         return _flatten(res.metrics.get("summary", {})), str(res.out_dir), {}
     from .convergence import run_convergence
 
-    res = run_convergence(params["case"], params.get("method", "fd"), params.get("levels", 4), out_dir=paths["report"],
-                          n0=params.get("n0"), nt0=params.get("nt0"), force=True, progress=False)
+    method = params.get("method", "fd")
+    res = run_convergence(params["case"], method, params.get("levels", 4), out_dir=paths["report"],
+                          n0=params.get("n0"), nt0=params.get("nt0"), force=True, progress=False,
+                          solver_options={"progress": False} if method in ("fd", "fe") else None)
     vals = {f"orders.{k}": (float(v) if v is not None else None) for k, v in res.orders.items()}
     for label, r in (("finest", res.rows[-1]), ("coarsest", res.rows[0])):
         vals.update({f"{label}.{k}": v for k, v in _flatten(r).items()})
@@ -438,20 +460,24 @@ def run_row(kind: str, row: Mapping, out: str, cache: str, options: Mapping, dev
     rec = {"schema": SCHEMA, "id": row["id"], "kind": kind, "params": dict(row["params"]), "device": _device_label(dev),
            "worker": _WORKER["label"], "host": socket.gethostname(), "pid": os.getpid(),
            "threads": _WORKER["threads"], "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    _WORKER["busy"] = True
     try:
-        values, report, facts = _run_one(kind, dict(row["params"]), paths, Path(cache), dict(options), dev)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # the row failed; the sweep goes on
-        rec.update(status="failed", wall_s=time.perf_counter() - t0,
-                   error=f"{type(exc).__name__}: {' '.join(str(exc).split()) or type(exc).__name__}")
-        atomic_write(paths["failed"], json.dumps(rec, indent=1, default=json_default))
+        try:
+            values, report, facts = _run_one(kind, dict(row["params"]), paths, Path(cache), dict(options), dev)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # the row failed; the sweep goes on
+            rec.update(status="failed", wall_s=time.perf_counter() - t0,
+                       error=f"{type(exc).__name__}: {' '.join(str(exc).split()) or type(exc).__name__}")
+            atomic_write(paths["failed"], json.dumps(rec, indent=1, default=json_default))
+            return rec
+        rec.update(status="done", wall_s=time.perf_counter() - t0, values=values, **facts,
+                   report=os.path.relpath(Path(report) / ("report.md"), out))
+        paths["failed"].unlink(missing_ok=True)
+        atomic_write(paths["done"], json.dumps(rec, indent=1, default=json_default, allow_nan=False))
         return rec
-    rec.update(status="done", wall_s=time.perf_counter() - t0, values=values, **facts,
-               report=os.path.relpath(Path(report) / ("report.md"), out))
-    paths["failed"].unlink(missing_ok=True)
-    atomic_write(paths["done"], json.dumps(rec, indent=1, default=json_default, allow_nan=False))
-    return rec
+    finally:
+        _WORKER["busy"] = False
 
 
 def _device_label(dev) -> str:
