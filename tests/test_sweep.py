@@ -291,14 +291,14 @@ def test_readme_sweep_example_is_the_shipped_file_and_is_valid():
     import re
 
     readme = (ROOT / "README.md").read_text()
-    block = re.search(r"```toml\n# examples/sweep_budget.toml\n(.*?)```", readme, re.S).group(1)
-    assert block == (ROOT / "examples" / "sweep_budget.toml").read_text()
-    spec = load_sweep(ROOT / "examples" / "sweep_budget.toml", out="/nonexistent/out")
+    block = re.search(r"```toml\n# examples/sweeps/budget.toml\n(.*?)```", readme, re.S).group(1)
+    assert block == (ROOT / "examples" / "sweeps" / "budget.toml").read_text()
+    spec = load_sweep(ROOT / "examples" / "sweeps" / "budget.toml", out="/nonexistent/out")
     assert len(spec.rows) == 12 and spec.metrics == ["l1.at_T", "w2.at_T", "kinetic_ratio_model"]
 
 
 def test_shipped_hjb_sgm_sweep_is_valid():
-    spec = load_sweep(ROOT / "examples" / "sweep_hjb_sgm.toml", out="/nonexistent/out")
+    spec = load_sweep(ROOT / "examples" / "sweeps" / "hjb_sgm.toml", out="/nonexistent/out")
     assert len(spec.rows) == 36
     assert {r["params"]["model"] for r in spec.rows} == {"sgm", "hjb-sgm"}
 
