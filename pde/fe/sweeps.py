@@ -11,11 +11,57 @@ from .operators import P1Operators
 PETSc = A.PETSc
 MPI = A.MPI
 
-__all__ = ["DEFAULT_KSP", "RHO_FLOOR", "FESolveError"]
+__all__ = ["DEFAULT_KSP", "BJACOBI_ILU", "RHO_FLOOR", "FESolveError", "default_ksp_options"]
 
-#: default PETSc options of the inner linear solves (prefix ``mfgfe_``) and the outer SNES (``mfgfe_outer_``)
-DEFAULT_KSP = {"ksp_type": "gmres", "pc_type": "bjacobi", "sub_pc_type": "ilu", "ksp_rtol": 1e-13,
-               "ksp_atol": 1e-15, "ksp_max_it": 500}
+#: PETSc options of the inner linear solves (prefix ``mfgfe_``) apart from the preconditioner: the
+#: matrices M/Δt + A(φ) (HJB) and their transposes (FP) are non-symmetric, hence GMRES
+_KSP_BASE = {"ksp_type": "gmres", "ksp_rtol": 1e-13, "ksp_atol": 1e-15, "ksp_max_it": 500}
+
+#: the former default preconditioner (block Jacobi, ILU(0) per rank): cheapest serially, but its
+#: iterations double on 2 ranks (2789 → 6425 on the benchmark); pass it as ``ksp_options`` to compare
+BJACOBI_ILU = {"pc_type": "bjacobi", "sub_pc_type": "ilu"}
+
+
+def default_ksp_options(comm=None) -> dict:
+    """The default options of the inner solves: GMRES + algebraic multigrid
+    (hypre BoomerAMG, else GAMG; :func:`pde.fe._dolfinx_adapter.scalable_pc_options`)."""
+    return {**_KSP_BASE, **A.scalable_pc_options(comm)}
+
+
+#: default PETSc options of the inner linear solves (prefix ``mfgfe_``), for this PETSc build
+DEFAULT_KSP = default_ksp_options()
+
+#: ``mfgfe_`` options this module put into PETSc's global options database (so that a later solve
+#: can tell them from the user's command-line / ``PETSC_OPTIONS`` ones and replace them)
+_SET_HERE: set = set()
+
+
+def _apply_options(prefix: str, ksp_options: dict, comm) -> dict:
+    """Put the inner-solve options under ``prefix`` into PETSc's options database.
+
+    Precedence: command line / ``PETSC_OPTIONS`` (``-mfgfe_...``) > ``ksp_options``
+    > the defaults. When the user chose a ``pc_type`` (either way) the default
+    preconditioner's sub-options are left out. Returns the options in effect.
+    """
+    opts = PETSc.Options()
+    for key in [k for k in _SET_HERE if k.startswith(prefix)]:  # left over from an earlier solve
+        if opts.hasName(key):
+            opts.delValue(key)
+        _SET_HERE.discard(key)
+    user_pc = "pc_type" in ksp_options or opts.hasName(prefix + "pc_type")
+    wanted = {**_KSP_BASE, **({} if user_pc else A.scalable_pc_options(comm)), **ksp_options}
+    effective = {}
+    for k, v in wanted.items():
+        if opts.hasName(prefix + k):
+            effective[k] = opts.getString(prefix + k)
+        else:
+            opts.setValue(prefix + k, v)
+            _SET_HERE.add(prefix + k)
+            effective[k] = v
+    if user_pc and "pc_type" not in effective:
+        effective["pc_type"] = opts.getString(prefix + "pc_type")
+    return effective
+
 
 #: density floor (relative to max ρ) inside log ρ for the KL terminal cost
 RHO_FLOOR = 1e-12
@@ -49,13 +95,14 @@ class _Core:
         self.Ldiag = ops.rowsum(self.clin)
         self.newton_tol, self.newton_maxit = newton_tol, newton_maxit
         self.progress = progress and ops.comm.rank == 0
-        opts = PETSc.Options()
-        for k, v in {**DEFAULT_KSP, **ksp_options}.items():
-            if not opts.hasName("mfgfe_" + k):
-                opts.setValue("mfgfe_" + k, v)
+        self.ksp_options = _apply_options("mfgfe_", ksp_options, ops.comm)
         self.ksp = PETSc.KSP().create(ops.comm)
         self.ksp.setOptionsPrefix("mfgfe_")
         self.ksp.setFromOptions()
+        pc = self.ksp.getPC()
+        self.pc_type = pc.getType()
+        if self.pc_type == "hypre":
+            self.pc_type += "/" + pc.getHYPREType()
         Xo = ops.X[: ops.nloc]
         self.c = [problem.c(Xo, float(t)) for t in self.t]
         self.stats = {"newton_iterations": 0, "newton_max_per_step": 0, "ksp_iterations": 0, "linear_solves": 0,
