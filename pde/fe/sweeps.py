@@ -31,9 +31,9 @@ def default_ksp_options(comm=None) -> dict:
 #: default PETSc options of the inner linear solves (prefix ``mfgfe_``), for this PETSc build
 DEFAULT_KSP = default_ksp_options()
 
-#: ``mfgfe_`` options this module put into PETSc's global options database (so that a later solve
-#: can tell them from the user's command-line / ``PETSC_OPTIONS`` ones and replace them)
-_SET_HERE: set = set()
+#: ``mfgfe_`` options this module put into PETSc's global options database, with the value set (so
+#: that a later solve can tell them from the user's command-line / ``PETSC_OPTIONS`` ones and replace them)
+_SET_HERE: dict = {}
 
 
 def _apply_options(prefix: str, ksp_options: dict, comm) -> dict:
@@ -45,9 +45,9 @@ def _apply_options(prefix: str, ksp_options: dict, comm) -> dict:
     """
     opts = PETSc.Options()
     for key in [k for k in _SET_HERE if k.startswith(prefix)]:  # left over from an earlier solve
-        if opts.hasName(key):
+        if opts.hasName(key) and opts.getString(key) == _SET_HERE[key]:  # not changed by the user since
             opts.delValue(key)
-        _SET_HERE.discard(key)
+        del _SET_HERE[key]
     user_pc = "pc_type" in ksp_options or opts.hasName(prefix + "pc_type")
     wanted = {**_KSP_BASE, **({} if user_pc else A.scalable_pc_options(comm)), **ksp_options}
     effective = {}
@@ -56,7 +56,7 @@ def _apply_options(prefix: str, ksp_options: dict, comm) -> dict:
             effective[k] = opts.getString(prefix + k)
         else:
             opts.setValue(prefix + k, v)
-            _SET_HERE.add(prefix + k)
+            _SET_HERE[prefix + k] = opts.getString(prefix + k)
             effective[k] = v
     if user_pc and "pc_type" not in effective:
         effective["pc_type"] = opts.getString(prefix + "pc_type")
@@ -106,7 +106,7 @@ class _Core:
         Xo = ops.X[: ops.nloc]
         self.c = [problem.c(Xo, float(t)) for t in self.t]
         self.stats = {"newton_iterations": 0, "newton_max_per_step": 0, "ksp_iterations": 0, "linear_solves": 0,
-                      "hjb_sweeps": 0, "fp_sweeps": 0}
+                      "hjb_sweeps": 0, "fp_sweeps": 0, "fp_clipped_min": 0.0}
 
     # -- pieces ------------------------------------------------------------
 
@@ -198,7 +198,15 @@ class _Core:
             else:
                 MT = self.jacobian(phis[k])
                 MT.transpose()
-            rhos.append(self._solve(MT, ops.m * rhos[-1] / self.dt, f"FP step at t={self.t[k + 1]:.4g}"))
+            rho = self._solve(MT, ops.m * rhos[-1] / self.dt, f"FP step at t={self.t[k + 1]:.4g}")
+            # M/Δt + A(φ)ᵀ is an M-matrix, so the exact step is ≥ 0; an iterate within rtol 1e-13 can dip
+            # below 0 by round-off where ρ ~ 1e-100 (AMG: -4e-21 seen on the wgf box); setting those to 0
+            # moves it towards the exact solution and changes the mass by less than the solver residual
+            low = ops.min(rho)  # over all ranks, so the stats agree
+            if low < 0.0:
+                self.stats["fp_clipped_min"] = min(self.stats["fp_clipped_min"], low)
+                np.maximum(rho, 0.0, out=rho)
+            rhos.append(rho)
             if phis is not None:
                 MT.destroy()
         if fixed is not None:
