@@ -85,8 +85,10 @@ def solve_fe(problem: MFGProblem, n=None, nt=None, mesh=None, h=None, progress: 
         newton_tol: HJB Newton tolerance on max |residual/m_i| (relative to max |φ|).
         outer_rtol, outer_maxit: SNES tolerance/iterations of the coupling Newton.
         ksp_options: PETSc options of the inner linear solves (prefix ``mfgfe_``;
-            default :data:`DEFAULT_KSP`: GMRES + hypre BoomerAMG, or GAMG where PETSc
-            lacks hypre; a ``pc_type`` here drops the default's AMG sub-options).
+            default GMRES + block-Jacobi/ILU(0) below 4 ranks and algebraic multigrid
+            with reuse (hypre BoomerAMG, else GAMG; ``pde.fe.sweeps.AMG``) from 4 ranks
+            on, see ``_dolfinx_adapter.default_pc_options``; a ``pc_type`` here drops the
+            default's sub-options; ``pc_reuse``/``pc_reuse_growth``: PC reuse policy).
             Command-line / ``PETSC_OPTIONS`` ``-mfgfe_...`` options win over both.
         coupled: otflow only: "spacetime" (all-at-once Newton, default) or "jfnk"
             (SNES on the terminal cost; fragile for large τ = T/λ, kept for studies).
