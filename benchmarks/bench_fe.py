@@ -1,6 +1,7 @@
 """FE benchmark: 2D sgm on a DOLFINx box mesh, strong and weak scaling over MPI ranks.
 
-    python -m benchmarks.bench_fe [--cells-per-dim 100] [--nt 100] [--ranks 2] [--repeat 2] [--no-write]
+    python -m benchmarks.bench_fe [--cells-per-dim 100] [--nt 100] [--ranks 2] [--repeat 2] [--quiet-wait 30]
+                                  [--no-write]
 
 Every run is a subprocess of this script (``mpirun -n R`` for R > 1) with the
 same problem (sgm, two-component mixture on [-6, 6]², β = 1, T = 1) and the same
@@ -17,10 +18,12 @@ on) and the same multigrid rebuilt for every solve.
   the strong-scaling mesh), the same nt; efficiency = serial wall / wall, both ways.
 
 Each configuration runs ``--repeat`` times (wall times on a shared machine are
-noisy; the tables give the fastest and list all); iteration counts are exact,
-serially identical between repeats, in parallel dependent on the mesh partition. Per run: wall time of the solve (mesh,
-assembly and output sampling excluded), HJB Newton iterations, Krylov (GMRES)
-iterations, PC setups. Results are written to docs/benchmarks.md (section ``fe``).
+noisy; the tables give the fastest and list all; before each run the script
+waits up to ``--quiet-wait`` seconds for other jobs to leave the cores idle and
+records how many cores they kept busy); iteration counts are exact, serially
+identical between repeats, in parallel dependent on the mesh partition. Per
+run: wall time of the solve (mesh, assembly and output sampling excluded), HJB
+Newton iterations, Krylov (GMRES) iterations, PC setups. Results are written to docs/benchmarks.md (section ``fe``).
 """
 
 from __future__ import annotations
@@ -83,6 +86,37 @@ def worker(n: int, nt: int, pc: str) -> dict:
     return out
 
 
+def _busy_cores(sample_s: float = 1.0):
+    """CPU cores kept busy (by other jobs: this script is idle meanwhile) over ``sample_s``, from
+    /proc/stat; None where that file is missing."""
+    import time
+
+    def read():
+        with open("/proc/stat") as fh:
+            v = [int(x) for x in fh.readline().split()[1:]]
+        return sum(v), v[3] + v[4]  # total, idle + iowait
+
+    try:
+        t0, i0 = read()
+        time.sleep(sample_s)
+        t1, i1 = read()
+    except OSError:
+        return None
+    return (os.cpu_count() or 1) * (1.0 - (i1 - i0) / max(1, t1 - t0))
+
+
+def _wait_quiet(max_wait_s: float, threshold: float = 0.3):
+    """Wait (up to ``max_wait_s``) until other jobs keep fewer than ``threshold`` cores busy; the load seen last."""
+    import time
+
+    t_end = time.monotonic() + max_wait_s
+    while True:
+        busy = _busy_cores()
+        if busy is None or busy < threshold or time.monotonic() > t_end:
+            return busy
+        time.sleep(4.0)
+
+
 def _run(ranks: int, n: int, nt: int, pc: str = "default") -> dict:
     cmd = [sys.executable, "-m", "benchmarks.bench_fe", "--worker", "--cells-per-dim", str(n), "--nt", str(nt),
            "--pc", pc]
@@ -118,17 +152,19 @@ def _table(rows: list, kind: str, default_of) -> list:
     word = "speed-up" if kind == "strong" else "efficiency"
     out = [f"| preconditioner | ranks | cells | dofs | solve wall (s), best | all runs (s) | time/step (ms) | "
            f"{word} vs same PC serial | {word} vs best serial | Newton its (max/step) | Krylov its | "
-           "Krylov its vs same PC serial | PC setups | mass error | ρ L2 error vs exact |",
-           "|" + "---|" * 15]
+           "Krylov its vs same PC serial | PC setups | other jobs (cores busy) | mass error | ρ L2 error vs exact |",
+           "|" + "---|" * 16]
     best_serial = min((b for b in rows if b["ranks"] == 1), key=lambda b: b["solve_s"])
     for r in rows:
         base = next(b for b in rows if b["ranks"] == 1 and b["config"] == r["config"])
         mark = " (default)" if default_of(r["ranks"]) == r["config"] else ""
+        busy = "?" if r.get("busy") is None else f"{r['busy']:.1f}"  # sampled just before the reported run
         out.append(
             f"| {_label(r)}{mark} | {r['ranks']} | {r['cells']} | {r['dofs']} | {r['solve_s']:.2f} | "
             f"{', '.join(f'{w:.2f}' for w in r['walls'])} | {1e3 * r['solve_s'] / r['nt']:.1f} | "
             f"{base['solve_s'] / r['solve_s']:.2f} | {best_serial['solve_s'] / r['solve_s']:.2f} | "
             f"{r['newton']} ({r['newton_max']}) | {_its(r)} | {r['ksp'] / base['ksp']:.2f} | {r['pc_setups']} | "
+            f"{busy} | "
             f"{r['mass_error']:.1e} | {r['rho_l2_error']:.2e} |")
     return out
 
@@ -139,6 +175,8 @@ def main(argv=None) -> int:
     ap.add_argument("--nt", type=int, default=100)
     ap.add_argument("--ranks", type=int, default=2, help="largest number of MPI ranks (default 2)")
     ap.add_argument("--repeat", type=int, default=2, help="runs per configuration; the fastest is reported (default 2)")
+    ap.add_argument("--quiet-wait", type=float, default=30.0,
+                    help="seconds to wait before each run for other jobs to leave the CPUs idle (default 30)")
     ap.add_argument("--pc", choices=list(CONFIGS), default="ilu", help=argparse.SUPPRESS)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -158,9 +196,11 @@ def main(argv=None) -> int:
         if (r, m, pc) not in runs:
             reps = []
             for _ in range(max(1, a.repeat)):
-                x = _run(r, m, nt, pc)
+                busy = _wait_quiet(a.quiet_wait)
+                x = {**_run(r, m, nt, pc), "busy": busy}
                 print(f"ranks {r} n {m} {pc} ({x['pc']}): {x['solve_s']:.2f} s, {x['ksp']} Krylov its, "
-                      f"{x['pc_setups']} PC setups", flush=True)
+                      f"{x['pc_setups']} PC setups; other jobs {busy if busy is None else round(busy, 2)} cores",
+                      flush=True)
                 reps.append(x)
             # serial counts repeat exactly; in parallel the mesh partition of the graph partitioner may
             # differ between runs, and with it the counts, so all are kept
@@ -187,7 +227,9 @@ def main(argv=None) -> int:
         f"iterations of the first one on it (the default from {AMG_MIN_RANKS} ranks on), and the same multigrid "
         f"rebuilt for every solve. Machine: {os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), "
         f"shared with other jobs, so wall times are noisy: each configuration ran {max(1, a.repeat)} times, the "
-        "fastest is reported and all are listed. Iteration counts are exact: serially identical between runs, on 2 "
+        "fastest is reported and all are listed; before each run the script waited (up to "
+        f"{a.quiet_wait:.0f} s) for the other jobs to leave the cores idle and records the cores they kept busy "
+        "just before the reported run. Iteration counts are exact: serially identical between runs, on 2 "
         "ranks they depend on the mesh partition, which can differ between runs (other counts in brackets); "
         "`NUMBA_NUM_THREADS=1 python -m benchmarks.bench_fe`.",
         "",

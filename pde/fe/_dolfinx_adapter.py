@@ -299,7 +299,9 @@ def scalable_pc_options(comm=None) -> dict:
     (read by ``pde.fe.sweeps``): one setup serves the solves until one needs
     more than ``pc_reuse_growth`` = 1.5× the iterations of the first solve on
     it, or the operator changes from HJB to FP. Measured: 34 setups instead of
-    404, 2004 instead of 1506 iterations, serial 6.9 → 4.6 s (ILU(0): 1.6 s).
+    404, 2004 instead of 1506 iterations, serial 6.8 → 4.6 s (ILU(0): 1.5 s);
+    GAMG 12.4 → 4.4 s. (``-pc_gamg_reuse_interpolation`` does nothing here:
+    each solve gets a new matrix object, which PETSc treats as a new pattern.)
     ``comm`` is accepted for symmetry with :func:`default_pc_options`.
     """
     reuse = {"pc_reuse": 1000, "pc_reuse_growth": 1.5}
@@ -321,22 +323,22 @@ def default_pc_options(comm=None) -> dict:
     ==========================  =========================  =========================
     preconditioner              1 rank: wall, Krylov its   2 ranks: wall, Krylov its
     ==========================  =========================  =========================
-    block-Jacobi/ILU(0)         1.3–1.6 s, 2789            1.2–1.4 s, 6425
-    BoomerAMG, rebuilt always   5.5–6.9 s, 1506            4.0–5.0 s, 1524
-    BoomerAMG, reused           4.6 s, 2004                3.0 s, 2001
+    block-Jacobi/ILU(0)         1.54 s, 2789               1.30 s, 6246–6425
+    BoomerAMG, rebuilt always   6.79 s, 1506               4.79 s, 1524
+    BoomerAMG, reused           4.64 s, 2004 (34 setups)   2.92 s, 2001 (34 setups)
     ==========================  =========================  =========================
 
     The matrices M/Δt + A(φ) are dominated by the mass term (Δt/h² ≈ 0.7), so
     ILU(0) needs only ~7 iterations per solve, and one BoomerAMG V-cycle costs
-    as much as ~13 ILU(0) applications (1.2 vs 0.09 ms): AMG halves the
+    as much as ~15 ILU(0) applications (1.2 vs 0.08 ms): AMG halves the
     iterations but loses on wall time at 1 and 2 ranks even with reuse. What
     AMG buys is an iteration count that does not grow with the ranks
-    (2001/2004 at 2 ranks, ILU(0) 2.3×). The switch to AMG at
-    :data:`AMG_MIN_RANKS` = 4 is a forecast, not a measurement: with ILU(0)'s
-    count growing about ∝ ranks and AMG's flat, AMG's 1.75× per-solve handicap
-    at 2 ranks is used up near 4 ranks. Override with ``-mfgfe_pc_type`` (and
-    its sub-options) in ``PETSC_OPTIONS`` / on the command line or
-    ``ksp_options={"pc_type": ...}``.
+    (2001/2004 at 2 ranks, ILU(0) 2.2–2.3×). The switch to AMG at
+    :data:`AMG_MIN_RANKS` = 4 is a forecast, not a measurement (the machine
+    has 2 cores): with ILU(0)'s count growing about ∝ ranks its wall stays near
+    1.3 s, AMG's falls ∝ 1/ranks from 2.9 s at 2, so they cross near 4–5
+    ranks. Override with ``-mfgfe_pc_type`` (and its sub-options) in
+    ``PETSC_OPTIONS`` / on the command line or ``ksp_options={"pc_type": ...}``.
     """
     size = 1 if comm is None else comm.size
     return scalable_pc_options(comm) if size >= AMG_MIN_RANKS else dict(ILU_PC_OPTIONS)
