@@ -371,3 +371,63 @@ def test_mass_check_is_not_fooled_by_quadrature_error_on_coarse_meshes():
     s = pde.solve(p, "fe", n=[10, 10], nt=2, progress=False)
     assert abs(s.meta["fe"]["rho0_mass_on_mesh"] - 1.0) < 1e-3
     assert s.meta["fe"]["rho0_quadrature_level"] >= 1
+
+
+def _sgm_2d_mixture():
+    return pde.sgm(pde.GaussianMixture([0.5, 0.5], [[-1.0, 1.0], [1.5, -1.0]], [np.eye(2) * 0.3, np.eye(2) * 0.5]),
+                   domain=[[-6, 6], [-6, 6]], T=1.0)
+
+
+@dolfinx
+def test_inner_solve_defaults_amg_reuse_and_overrides_win():
+    from pde.fe import _dolfinx_adapter as A
+    from pde.fe import solve_fe
+    from pde.fe.sweeps import AMG, BJACOBI_ILU
+
+    # the default depends on the number of ranks: ILU(0) below AMG_MIN_RANKS (fastest measured at 1 and 2)
+    assert A.default_pc_options(A.MPI.COMM_SELF) == BJACOBI_ILU and A.AMG_MIN_RANKS > 2
+    amg = A.scalable_pc_options()["pc_type"]
+    assert amg in ("hypre", "gamg")
+    p = _sgm_2d_mixture()
+    kw = dict(n=[24, 24], nt=10, mesh="box", progress=False)
+    dflt = solve_fe(p, **kw)
+    assert dflt.meta["fe"]["pc_type"] == "bjacobi"
+    assert dflt.meta["iterations"]["pc_setups"] == dflt.meta["iterations"]["linear_solves"]  # ILU: no reuse
+    rebuilt = solve_fe(p, **kw, ksp_options={k: v for k, v in AMG.items() if not k.startswith("pc_reuse")})
+    reused = solve_fe(p, **kw, ksp_options=AMG)
+    assert rebuilt.meta["fe"]["pc_type"].split("/")[0] == amg == reused.meta["fe"]["pc_type"].split("/")[0]
+    # same equations to the same rtol (1e-13 per solve, nt = 10 steps): the answers agree far below the
+    # discretisation error (~1e-2 here), whatever the preconditioner and however stale it is
+    for s in (rebuilt, reused):
+        assert np.abs(s.rho - dflt.rho).max() < 1e-9
+        assert np.abs(s.phi - dflt.phi)[dflt.rho > 1e-8].max() < 1e-8
+    it_d, it_b, it_r = (s.meta["iterations"] for s in (dflt, rebuilt, reused))
+    # multigrid rebuilt per solve needs no more GMRES iterations than ILU(0) (benchmark: 1506 vs 2789)
+    assert 0 < it_b["ksp_iterations"] <= it_d["ksp_iterations"], (it_b, it_d)
+    assert it_b["pc_setups"] == it_b["linear_solves"]
+    # reuse: far fewer setups (at least one per sweep: HJB, then FP), and since a setup is dropped once a
+    # solve needs more than pc_reuse_growth = 1.5x its first solve's count, the total stays within 1.5x
+    assert 2 <= it_r["pc_setups"] < it_r["linear_solves"] / 2, it_r
+    assert it_r["ksp_iterations"] <= 1.5 * it_b["ksp_iterations"], (it_r, it_b)
+    # the override of one call does not leak into the next (PETSc's options database is global)
+    again = solve_fe(p, **kw)
+    assert again.meta["fe"]["pc_type"] == "bjacobi"
+    assert again.meta["iterations"]["ksp_iterations"] == it_d["ksp_iterations"]
+    assert again.meta["iterations"]["pc_setups"] == it_d["linear_solves"]
+    # command-line / PETSC_OPTIONS settings (-mfgfe_...) win over ksp_options and the default
+    opts = A.PETSc.Options()
+    opts.setValue("mfgfe_pc_type", "jacobi")
+    try:
+        cl = solve_fe(p, **kw, ksp_options={"pc_type": "gamg"})
+        cl_default = solve_fe(p, **kw)
+    finally:
+        opts.delValue("mfgfe_pc_type")
+    assert cl.meta["fe"]["pc_type"] == "jacobi" and cl_default.meta["fe"]["pc_type"] == "jacobi"
+    assert "sub_pc_type" not in cl_default.meta["fe"]["ksp"]  # the default's sub-options are not set under a user PC
+    opts.setValue("mfgfe_pc_reuse", "1")  # the reuse policy is overridable the same way
+    try:
+        cl_reuse = solve_fe(p, **kw, ksp_options=AMG)
+    finally:
+        opts.delValue("mfgfe_pc_reuse")
+    assert cl_reuse.meta["iterations"]["pc_setups"] == cl_reuse.meta["iterations"]["linear_solves"]
+    assert solve_fe(p, **kw).meta["fe"]["pc_type"] == "bjacobi"

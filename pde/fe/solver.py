@@ -85,7 +85,11 @@ def solve_fe(problem: MFGProblem, n=None, nt=None, mesh=None, h=None, progress: 
         newton_tol: HJB Newton tolerance on max |residual/m_i| (relative to max |φ|).
         outer_rtol, outer_maxit: SNES tolerance/iterations of the coupling Newton.
         ksp_options: PETSc options of the inner linear solves (prefix ``mfgfe_``;
-            command-line ``-mfgfe_...`` options win).
+            default GMRES + block-Jacobi/ILU(0) below 4 ranks and algebraic multigrid
+            with reuse (hypre BoomerAMG, else GAMG; ``pde.fe.sweeps.AMG``) from 4 ranks
+            on, see ``_dolfinx_adapter.default_pc_options``; a ``pc_type`` here drops the
+            default's sub-options; ``pc_reuse``/``pc_reuse_growth``: PC reuse policy).
+            Command-line / ``PETSC_OPTIONS`` ``-mfgfe_...`` options win over both.
         coupled: otflow only: "spacetime" (all-at-once Newton, default) or "jfnk"
             (SNES on the terminal cost; fragile for large τ = T/λ, kept for studies).
         max_memory: memory budget of the whole solve, all ranks together (bytes or
@@ -193,7 +197,7 @@ def solve_fe(problem: MFGProblem, n=None, nt=None, mesh=None, h=None, progress: 
                       "the linearised HJB",
             "route": "linear FP (nu=1, b=grad log pi), phi=log(rho/pi)" if wgf_route else
                      ("coupled: JFNK (SNES) on the coupling data" if coupling is not None else "HJB sweep then FP sweep"),
-            "ksp": {**DEFAULT_KSP, **(ksp_options or {})},
+            "ksp": core.ksp_options, "pc_type": core.pc_type,
             **mass_info,
         },
         "iterations": {**core.stats, **outer},

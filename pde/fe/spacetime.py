@@ -73,7 +73,7 @@ class SpaceTimeNewton:
         # LU lacks (zero pivots at 160 cells); MUMPS (or SuperLU_dist) pivots and runs in parallel
         defaults = {"ksp_type": "preonly", "pc_type": "lu"}
         for pkg in ("mumps", "superlu_dist"):
-            if PETSc.Sys.hasExternalPackage(pkg):
+            if A.has_petsc_package(pkg):
                 defaults["pc_factor_mat_solver_type"] = pkg
                 if pkg == "mumps":
                     defaults["mat_mumps_icntl_14"] = 200  # workspace +200%: pivoting fills in (2D failed at +20%)

@@ -11,11 +11,60 @@ from .operators import P1Operators
 PETSc = A.PETSc
 MPI = A.MPI
 
-__all__ = ["DEFAULT_KSP", "RHO_FLOOR", "FESolveError"]
+__all__ = ["DEFAULT_KSP", "BJACOBI_ILU", "AMG", "RHO_FLOOR", "FESolveError", "default_ksp_options"]
 
-#: default PETSc options of the inner linear solves (prefix ``mfgfe_``) and the outer SNES (``mfgfe_outer_``)
-DEFAULT_KSP = {"ksp_type": "gmres", "pc_type": "bjacobi", "sub_pc_type": "ilu", "ksp_rtol": 1e-13,
-               "ksp_atol": 1e-15, "ksp_max_it": 500}
+#: PETSc options of the inner linear solves (prefix ``mfgfe_``) apart from the preconditioner: the
+#: matrices M/Δt + A(φ) (HJB) and their transposes (FP) are non-symmetric, hence GMRES
+_KSP_BASE = {"ksp_type": "gmres", "ksp_rtol": 1e-13, "ksp_atol": 1e-15, "ksp_max_it": 500}
+
+#: block Jacobi, ILU(0) per rank: the default below ``AMG_MIN_RANKS`` ranks (fastest measured at 1 and 2
+#: ranks), though its iterations double on 2 ranks (2789 → 6425 on the benchmark); pass it as ``ksp_options``
+BJACOBI_ILU = dict(A.ILU_PC_OPTIONS)
+
+#: algebraic multigrid (hypre BoomerAMG, else GAMG) with preconditioner reuse; pass it as ``ksp_options``
+AMG = A.scalable_pc_options()
+
+
+def default_ksp_options(comm=None) -> dict:
+    """The default options of the inner solves: GMRES + the preconditioner
+    :func:`pde.fe._dolfinx_adapter.default_pc_options` picks for ``comm``'s size."""
+    return {**_KSP_BASE, **A.default_pc_options(comm)}
+
+
+#: default PETSc options of the inner linear solves (prefix ``mfgfe_``), for this PETSc build
+DEFAULT_KSP = default_ksp_options()
+
+#: ``mfgfe_`` options this module put into PETSc's global options database, with the value set (so
+#: that a later solve can tell them from the user's command-line / ``PETSC_OPTIONS`` ones and replace them)
+_SET_HERE: dict = {}
+
+
+def _apply_options(prefix: str, ksp_options: dict, comm) -> dict:
+    """Put the inner-solve options under ``prefix`` into PETSc's options database.
+
+    Precedence: command line / ``PETSC_OPTIONS`` (``-mfgfe_...``) > ``ksp_options``
+    > the defaults. When the user chose a ``pc_type`` (either way) the default
+    preconditioner's sub-options are left out. Returns the options in effect.
+    """
+    opts = PETSc.Options()
+    for key in [k for k in _SET_HERE if k.startswith(prefix)]:  # left over from an earlier solve
+        if opts.hasName(key) and opts.getString(key) == _SET_HERE[key]:  # not changed by the user since
+            opts.delValue(key)
+        del _SET_HERE[key]
+    user_pc = "pc_type" in ksp_options or opts.hasName(prefix + "pc_type")
+    wanted = {**_KSP_BASE, **({} if user_pc else A.default_pc_options(comm)), **ksp_options}
+    effective = {}
+    for k, v in wanted.items():
+        if opts.hasName(prefix + k):
+            effective[k] = opts.getString(prefix + k)
+        else:
+            opts.setValue(prefix + k, v)
+            _SET_HERE[prefix + k] = opts.getString(prefix + k)
+            effective[k] = v
+    if user_pc and "pc_type" not in effective:
+        effective["pc_type"] = opts.getString(prefix + "pc_type")
+    return effective
+
 
 #: density floor (relative to max ρ) inside log ρ for the KL terminal cost
 RHO_FLOOR = 1e-12
@@ -49,27 +98,45 @@ class _Core:
         self.Ldiag = ops.rowsum(self.clin)
         self.newton_tol, self.newton_maxit = newton_tol, newton_maxit
         self.progress = progress and ops.comm.rank == 0
-        opts = PETSc.Options()
-        for k, v in {**DEFAULT_KSP, **ksp_options}.items():
-            if not opts.hasName("mfgfe_" + k):
-                opts.setValue("mfgfe_" + k, v)
+        self.ksp_options = _apply_options("mfgfe_", ksp_options, ops.comm)
         self.ksp = PETSc.KSP().create(ops.comm)
         self.ksp.setOptionsPrefix("mfgfe_")
         self.ksp.setFromOptions()
+        # preconditioner reuse (see PC_REUSE_KEYS): at most ``pc_reuse`` solves per PC setup, a rebuild
+        # after a solve that took more than ``pc_reuse_growth`` x the iterations of the first solve on
+        # that setup, and always when the operator family changes (HJB M/dt + A  <->  FP its transpose)
+        popts = PETSc.Options("mfgfe_")
+        self.pc_reuse = max(1, int(popts.getInt("pc_reuse", 1)))
+        self.pc_reuse_growth = float(popts.getReal("pc_reuse_growth", 1.5))
+        self._pc = {"family": None, "uses": 0, "fresh_its": 0, "stale": True}
+        pc = self.ksp.getPC()
+        self.pc_type = pc.getType()
+        if self.pc_type == "hypre":
+            self.pc_type += "/" + pc.getHYPREType()
         Xo = ops.X[: ops.nloc]
         self.c = [problem.c(Xo, float(t)) for t in self.t]
         self.stats = {"newton_iterations": 0, "newton_max_per_step": 0, "ksp_iterations": 0, "linear_solves": 0,
-                      "hjb_sweeps": 0, "fp_sweeps": 0}
+                      "pc_setups": 0,
+                      "hjb_sweeps": 0, "fp_sweeps": 0, "fp_clipped_min": 0.0}
 
     # -- pieces ------------------------------------------------------------
 
-    def _solve(self, M, rhs: np.ndarray, what: str) -> np.ndarray:
+    def _solve(self, M, rhs: np.ndarray, what: str, family: str) -> np.ndarray:
         b = self.ops.vec(rhs)
         x = b.duplicate()
+        pc = self._pc
+        rebuild = (self.pc_reuse == 1 or pc["stale"] or pc["family"] != family or pc["uses"] >= self.pc_reuse)
+        # a new operator makes PETSc rebuild the PC unless reuse is set (PCSetOperators resets its state)
+        self.ksp.getPC().setReusePreconditioner(not rebuild)  # petsc4py 3.18 has no KSP.setReuse...; same call
         self.ksp.setOperators(M)
         self.ksp.solve(b, x)
         reason = self.ksp.getConvergedReason()
         its = self.ksp.getIterationNumber()
+        if rebuild:
+            pc.update(family=family, uses=0, fresh_its=max(its, 1))
+            self.stats["pc_setups"] += 1
+        pc["uses"] += 1
+        pc["stale"] = reason < 0 or its > self.pc_reuse_growth * pc["fresh_its"]
         self.stats["ksp_iterations"] += its
         self.stats["linear_solves"] += 1
         if reason < 0:
@@ -116,7 +183,7 @@ class _Core:
             if it == self.newton_maxit:
                 break
             J = self.jacobian(phi)
-            phi = phi - self._solve(J, R, f"HJB Newton step {it} at t={self.t[k]:.4g}")
+            phi = phi - self._solve(J, R, f"HJB Newton step {it} at t={self.t[k]:.4g}", "hjb")
             J.destroy()
         raise FESolveError(f"HJB Newton did not converge at t={self.t[k]:.4g}: residual {res:.3g} after "
                            f"{self.newton_maxit} iterations; expected <= {self.newton_tol:g} — reduce the time step")
@@ -151,7 +218,15 @@ class _Core:
             else:
                 MT = self.jacobian(phis[k])
                 MT.transpose()
-            rhos.append(self._solve(MT, ops.m * rhos[-1] / self.dt, f"FP step at t={self.t[k + 1]:.4g}"))
+            rho = self._solve(MT, ops.m * rhos[-1] / self.dt, f"FP step at t={self.t[k + 1]:.4g}", "fp")
+            # M/Δt + A(φ)ᵀ is an M-matrix, so the exact step is ≥ 0; an iterate within rtol 1e-13 can dip
+            # below 0 by round-off where ρ ~ 1e-100 (AMG: -4e-21 seen on the wgf box); setting those to 0
+            # moves it towards the exact solution and changes the mass by less than the solver residual
+            low = ops.min(rho)  # over all ranks, so the stats agree
+            if low < 0.0:
+                self.stats["fp_clipped_min"] = min(self.stats["fp_clipped_min"], low)
+                np.maximum(rho, 0.0, out=rho)
+            rhos.append(rho)
             if phis is not None:
                 MT.destroy()
         if fixed is not None:
