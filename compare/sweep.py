@@ -37,6 +37,7 @@ compare.cli sweep FILE --executor mpi``, K − 1 workers, across nodes under SLU
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
@@ -457,7 +458,8 @@ def run_row(kind: str, row: Mapping, out: str, cache: str, options: Mapping, dev
     paths["dir"].mkdir(parents=True, exist_ok=True)
     dev = device if device is not None else _WORKER["device"]
     t0 = time.perf_counter()
-    rec = {"schema": SCHEMA, "id": row["id"], "kind": kind, "params": dict(row["params"]), "device": _device_label(dev),
+    rec = {"schema": SCHEMA, "id": row["id"], "kind": kind, "params": dict(row["params"]), "options": dict(options),
+           "device": _device_label(dev),
            "worker": _WORKER["label"], "host": socket.gethostname(), "pid": os.getpid(),
            "threads": _WORKER["threads"], "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     _WORKER["busy"] = True
@@ -590,8 +592,11 @@ def run_sweep(spec: SweepSpec, *, executor: str = "serial", jobs: int | None = N
         p = _row_paths(out, r["id"])
         done = _read_record(p["done"]) if p["done"].exists() else None
         if done is not None and done.get("status") == "done" and done.get("params") == r["params"]:
-            skipped.append(r["id"])
-            continue
+            if done.get("options") == json.loads(json.dumps(spec.options)):
+                skipped.append(r["id"])
+                continue
+            log(f"  {r['id']}: done before with other [sweep] options ({done.get('options')}); running it again")
+            p["done"].unlink()
         if p["failed"].exists() and not retry_failed:
             failed_before.append(r["id"])
             continue
@@ -603,14 +608,15 @@ def run_sweep(spec: SweepSpec, *, executor: str = "serial", jobs: int | None = N
     args = (spec.kind, str(out), str(spec.cache), spec.options)
     progress = _Progress(len(todo), log)
     if todo:
-        if executor == "serial":
-            _init_worker(threads, devices)
-            for r in todo:
-                rec = run_row(args[0], r, *args[1:])
-                ran.append(r["id"])
-                progress.done(rec)
-        else:
-            ran, interrupted = _run_pool(executor, todo, args, jobs, threads, devices, progress, log)
+        with _sigterm_as_interrupt():
+            if executor == "serial":
+                _init_worker(threads, devices)
+                for r in todo:
+                    rec = run_row(args[0], r, *args[1:])
+                    ran.append(r["id"])
+                    progress.done(rec)
+            else:
+                ran, interrupted = _run_pool(executor, todo, args, jobs, threads, devices, progress, log)
     result = summarize(spec, log=log)
     recs = result["records"]
     failed = [r["id"] for r in recs if r.get("status") == "failed"]
@@ -662,13 +668,6 @@ def _run_pool(executor, todo, args, jobs, threads, devices, progress, log):
         pool = MPIPoolExecutor(initializer=_init_worker, initargs=(threads, devices))
         log(f"sweep: {MPI.COMM_WORLD.size - 1} MPI workers × {threads} thread(s)")
     futures = {}
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum, frame):  # SIGTERM (scancel, kill): stop like Ctrl-C, rows resume on the re-run
-        raise KeyboardInterrupt
-
-    if _main_thread():
-        signal.signal(signal.SIGTERM, on_term)
     try:
         futures = {pool.submit(run_row, args[0], r, *args[1:]): r["id"] for r in todo}
         for fut in cf.as_completed(futures):
@@ -690,11 +689,25 @@ def _run_pool(executor, todo, args, jobs, threads, devices, progress, log):
             f.cancel()
         _terminate(pool, executor)
         raise
-    finally:
-        if _main_thread():
-            signal.signal(signal.SIGTERM, previous)
     pool.shutdown(wait=True)
     return ran, interrupted
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (``scancel``, ``kill``) stops the sweep like Ctrl-C: workers ended, rows resume on the re-run."""
+    if not _main_thread():
+        yield
+        return
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _main_thread() -> bool:
@@ -837,8 +850,6 @@ def _safe(name: str) -> str:
 def _figures(spec, summary, group_axes) -> dict:
     """One figure per metric: against the budget, else against h (with fitted orders), where they vary."""
     x_axis = "budget" if "budget" in group_axes else ("n" if "n" in group_axes else None)
-    if x_axis is None:
-        return {}
     import matplotlib
 
     matplotlib.use("Agg")
@@ -846,6 +857,8 @@ def _figures(spec, summary, group_axes) -> dict:
 
     from .convergence import fit_order
 
+    if x_axis is None:
+        return _group_figures(spec, summary, group_axes, plt)
     figs = {}
     others = [k for k in group_axes if k not in (x_axis, "nt")]
     for m in spec.metrics:
@@ -881,6 +894,36 @@ def _figures(spec, summary, group_axes) -> dict:
         ax.set_title(f"{m}: mean ± std over seeds")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+        figs[f"fig_{_safe(m)}.png"] = buf.getvalue()
+    return figs
+
+
+def _group_figures(spec, summary, group_axes, plt) -> dict:
+    """Neither budget nor grid varies: per metric, every row's value by group, with mean ± std."""
+    figs = {}
+    rows = [r for r in summary["rows"] if r.get("status") == "done"]
+    for m in spec.metrics:
+        groups = [g for g in summary["tables"][m] if g["mean"] is not None]
+        if not groups:
+            continue
+        fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(groups) + 2), 4.0))
+        labels = []
+        for i, g in enumerate(groups):
+            labels.append("\n".join(_fmt_params(g["params"], group_axes)) or m)
+            vals = [(r.get("values") or {}).get(m) for r in rows
+                    if {k: v for k, v in r["params"].items() if k != "seed"} == g["params"]]
+            vals = [v for v in vals if v is not None]
+            ax.plot([i] * len(vals), vals, "o", color="0.6", ms=4, zorder=1)
+            ax.errorbar([i], [g["mean"]], yerr=[g["std"] or 0.0], fmt="s", color="C0", capsize=4, zorder=2)
+        ax.set_xticks(range(len(groups)), labels, fontsize=8)
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        ax.set_ylabel(m)
+        ax.set_title(f"{m}: rows (grey) and mean ± std over seeds")
+        ax.grid(True, axis="y", alpha=0.3)
         buf = io.BytesIO()
         fig.tight_layout()
         fig.savefig(buf, format="png", dpi=110)

@@ -328,3 +328,23 @@ nt0 = [10]
     assert v["finest.rho_l1_T"] == direct.rows[-1]["rho_l1_T"]
     # first-order upwind FD (docs/fd.md); measured 0.91 (L1(T) 0.044, 0.023, 0.012 at n = 50, 100, 200)
     assert 0.7 < v["orders.rho_l1_T"] < 1.5
+
+
+def test_rows_done_with_other_options_run_again(tmp_path):
+    f = tmp_path / "o.toml"
+    body = """
+[sweep]
+out = "{out}"
+truth_error = false
+n_samples = {n}
+[axes]
+case = ["otflow-gaussian-1d"]
+budget = [3]
+"""
+    f.write_text(body.format(out=tmp_path / "out", n=200))
+    a = run_sweep(load_sweep(f), log=_quiet)
+    again = run_sweep(load_sweep(f), log=_quiet)
+    assert a.ran == ["otflow-gaussian-1d__b3"] and again.ran == []
+    f.write_text(body.format(out=tmp_path / "out", n=300))
+    b = run_sweep(load_sweep(f), log=_quiet)
+    assert b.ran == ["otflow-gaussian-1d__b3"] and b.records[0]["options"]["n_samples"] == 300
