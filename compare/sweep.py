@@ -894,11 +894,7 @@ def _figures(spec, summary, group_axes) -> dict:
         ax.set_title(f"{m}: mean ± std over seeds")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-        buf = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        figs[f"fig_{_safe(m)}.png"] = buf.getvalue()
+        figs[f"fig_{_safe(m)}.png"] = _png(fig, plt)
     return figs
 
 
@@ -924,12 +920,16 @@ def _group_figures(spec, summary, group_axes, plt) -> dict:
         ax.set_ylabel(m)
         ax.set_title(f"{m}: rows (grey) and mean ± std over seeds")
         ax.grid(True, axis="y", alpha=0.3)
-        buf = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        figs[f"fig_{_safe(m)}.png"] = buf.getvalue()
+        figs[f"fig_{_safe(m)}.png"] = _png(fig, plt)
     return figs
+
+
+def _png(fig, plt) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def _grid_h(params: Mapping):
