@@ -40,7 +40,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from pde.io import json_default
+from pde.io import default_mode, json_default
 
 from .markdown import CSS as _CSS
 from .markdown import markdown_to_html
@@ -308,6 +308,7 @@ def write_report(out_dir, *, title: str, case=None, truth=None, model=None, metr
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, default_mode(directory=True))  # mkdtemp makes 0700: the report gets the usual permissions
     try:
         figs: list[FigureSpec] = []
         sections_md: list[str] = []

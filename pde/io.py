@@ -47,7 +47,7 @@ else:  # pragma: no cover
 from .distributions import from_dict
 from .problem import MFGProblem, bridge, lq, otflow, sgm, wgf
 
-__all__ = ["load_problem", "problem_from_dict", "problem_to_dict", "atomic_write", "atomic_path", "json_default", "save_npz", "read_npz",
+__all__ = ["load_problem", "problem_from_dict", "problem_to_dict", "atomic_write", "atomic_path", "default_mode", "json_default", "save_npz", "read_npz",
            "FILE_FAMILIES"]
 
 FILE_FAMILIES = ("otflow", "sgm", "wgf", "lq", "bridge")
@@ -301,6 +301,17 @@ def read_npz(path, what: str) -> dict:
     return arrays
 
 
+def default_mode(directory: bool = False) -> int:
+    """The permissions a new file (0o666) or folder (0o777) gets under this process's umask.
+
+    ``tempfile.mkstemp``/``mkdtemp`` create 0600/0700 entries; outputs renamed into place from
+    them are given these instead, so that a report is as readable as any other file written here.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place on success.
@@ -314,6 +325,7 @@ def atomic_path(path, suffix: str | None = None) -> Iterator[Path]:
                                dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, default_mode())  # mkstemp makes 0600; the file gets the permissions open() would give it
     try:
         yield tmp
         os.replace(tmp, path)

@@ -171,3 +171,20 @@ def test_run_convergence_of_the_closed_form_itself_has_zero_error():
 def test_run_convergence_needs_a_closed_form():
     with pytest.raises(ValueError, match="closed form"):
         CV.run_convergence("otflow-mixture-2d", "fd", 3, progress=False)
+
+
+def test_outputs_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
+    """Files and report folders renamed into place are as readable as anything else written here."""
+    from pde.io import atomic_write, default_mode
+
+    old = os.umask(0o022)
+    try:
+        f = atomic_write(tmp_path / "a.json", "{}")
+        assert f.stat().st_mode & 0o777 == 0o644 == default_mode()
+        from compare.report import write_report
+
+        out = write_report(tmp_path / "rep", title="t")
+        assert out.stat().st_mode & 0o777 == 0o755
+        assert (out / "report.md").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
