@@ -218,7 +218,7 @@ def parse_sweep(data: Mapping, source=None, out=None) -> SweepSpec:
             _check_value(kind, k, x, f"{w}[[rows]] #{i + 1} {k}", base)
 
     names = [k for k in allowed if k in axes]
-    rows = []
+    combos = []
     for r in explicit:
         for combo in itertools.product(*(axes[k] for k in names)):
             params = {**dict(r), **dict(zip(names, combo))}
@@ -227,7 +227,9 @@ def parse_sweep(data: Mapping, source=None, out=None) -> SweepSpec:
             if missing:
                 raise SweepError(f"{w}a {kind} row needs {missing} (in [axes] or in every [[rows]] table)")
             _check_row(kind, params, w)
-            rows.append({"id": row_id(kind, params), "params": params})
+            combos.append(params)
+    labels = _model_labels([p["model"] for p in combos]) if kind == "compare" else None
+    rows = [{"id": row_id(kind, p, labels), "params": p} for p in combos]
     ids = {}
     for r in rows:
         if r["id"] in ids:
@@ -318,7 +320,29 @@ def _check_row(kind: str, params: dict, w: str) -> None:
                              f"but case {c.name} is of family {problem.family!r}")
 
 
-def row_id(kind: str, params: Mapping) -> str:
+def _model_labels(specs) -> dict:
+    """Short names of model files for row ids: the file's stem, with as many parent folders as it
+    takes to tell the sweep's files apart (``model.npz`` files of different runs)."""
+    specs = sorted(set(specs))
+
+    def parts(spec):
+        file, fac = (spec.rsplit(":", 1) if re.search(r"\.py:", spec) else (spec, None))
+        p = Path(file)
+        return [p.stem] + [q.name for q in p.parents if q.name][:], fac
+
+    out = {}
+    for depth in range(1, 64):
+        labels = {}
+        for spec in specs:
+            ps, fac = parts(spec)
+            labels[spec] = "-".join(reversed(ps[:depth])) + (f"-{fac}" if fac else "")
+        if len(set(labels.values())) == len(specs):
+            out = labels
+            break
+    return out or {spec: spec for spec in specs}
+
+
+def row_id(kind: str, params: Mapping, labels: Mapping | None = None) -> str:
     """A readable, file-system-safe name of a row, from its parameters in axis order."""
     parts = []
     for k in AXES[kind]:
@@ -326,7 +350,7 @@ def row_id(kind: str, params: Mapping) -> str:
             continue
         v = params[k]
         if kind == "compare" and k == "model":
-            v = Path(str(v).split(":")[0]).stem + (("-" + str(v).split(":")[-1]) if re.search(r"\.py:", str(v)) else "")
+            v = (labels or {}).get(v) or _model_labels([str(v)])[str(v)]
         if isinstance(v, list):
             v = "x".join(str(x) for x in v)
         parts.append(f"{_ID_PREFIX[k]}{v}")
@@ -773,7 +797,8 @@ def summarize(spec: SweepSpec, log: Callable = print) -> dict:
                "axes": spec.axes, "varying": varying, "tables": tables,
                "rows": [{k: rec.get(k) for k in ("id", "params", "status", "values", "wall_s", "device", "worker",
                                                  "host", "report", "error")} for rec in records],
-               "counts": {s: sum(rec.get("status") == s for rec in records) for s in ("done", "failed", "not run")}}
+               "counts": {s: sum(rec.get("status") == s for rec in records) for s in ("done", "failed", "not run")},
+               "model_labels": _model_labels([r["params"]["model"] for r in spec.rows]) if spec.kind == "compare" else {}}
     figures = _figures(spec, summary, group_axes)
     md = _summary_markdown(spec, summary, group_axes, figures)
     from .markdown import CSS, markdown_to_html
@@ -796,10 +821,12 @@ def summarize(spec: SweepSpec, log: Callable = print) -> dict:
     return {"summary": summary, "records": records}
 
 
-def _fmt_params(params: Mapping, keys) -> list:
+def _fmt_params(params: Mapping, keys, labels: Mapping | None = None) -> list:
     out = []
     for k in keys:
         v = params.get(k)
+        if k == "model" and labels and v in labels:
+            v = labels[v]
         if isinstance(v, list):
             v = "×".join(str(x) for x in v)
         if k == "model" and isinstance(v, str) and ("/" in v or "\\" in v):
@@ -825,7 +852,7 @@ def _summary_markdown(spec, summary, group_axes, figures) -> str:
         rows = []
         for g in summary["tables"][m]:
             ms = "—" if g["mean"] is None else (fmt(g["mean"]) + (f" ± {fmt(g['std'])}" if g["std"] is not None else ""))
-            rows.append(_fmt_params(g["params"], keys) + [ms, fmt(g["min"]), fmt(g["max"]), f"{g['n']}/{g['rows']}"])
+            rows.append(_fmt_params(g["params"], keys, summary.get("model_labels")) + [ms, fmt(g["min"]), fmt(g["max"]), f"{g['n']}/{g['rows']}"])
         md += [markdown_table(keys + ["mean ± std", "min", "max", "n"], rows), ""]
         fig = f"fig_{_safe(m)}.png"
         if fig in figures:
@@ -871,7 +898,7 @@ def _figures(spec, summary, group_axes) -> dict:
                 x = _grid_h(g["params"])
                 if x is None:
                     continue
-            label = ", ".join(_fmt_params(g["params"], others)) or m
+            label = ", ".join(_fmt_params(g["params"], others, summary.get("model_labels"))) or m
             lines.setdefault(label, []).append((float(x), g["mean"], g["std"] or 0.0, g["min"], g["max"]))
         if not lines:
             continue
@@ -909,7 +936,7 @@ def _group_figures(spec, summary, group_axes, plt) -> dict:
         fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(groups) + 2), 4.0))
         labels = []
         for i, g in enumerate(groups):
-            labels.append("\n".join(_fmt_params(g["params"], group_axes)) or m)
+            labels.append("\n".join(_fmt_params(g["params"], group_axes, summary.get("model_labels"))) or m)
             vals = [(r.get("values") or {}).get(m) for r in rows
                     if {k: v for k, v in r["params"].items() if k != "seed"} == g["params"]]
             vals = [v for v in vals if v is not None]

@@ -348,3 +348,29 @@ budget = [3]
     f.write_text(body.format(out=tmp_path / "out", n=300))
     b = run_sweep(load_sweep(f), log=_quiet)
     assert b.ran == ["otflow-gaussian-1d__b3"] and b.records[0]["options"]["n_samples"] == 300
+
+
+def test_compare_sweep_over_model_files_reproduces_the_verify_rows(tmp_path, reference):
+    """Two model.npz files (same name, different folders) get distinct row ids, and `compare` of a
+    verify row's model file gives that row's metrics again (the model file holds its trajectories)."""
+    _, serial, _ = reference
+    files = [serial / "rows" / f"otflow-gaussian-1d__b{b}__s0" / "report" / "model.npz" for b in (3, 6)]
+    f = tmp_path / "c.toml"
+    f.write_text(f"""
+[sweep]
+kind = "compare"
+out = "{tmp_path / 'out'}"
+truth_error = false
+metrics = ["l1.at_T", "w2.at_T"]
+[axes]
+case = ["otflow-gaussian-1d"]
+model = {json.dumps([str(p) for p in files])}
+seed = [0]
+""")
+    res = run_sweep(load_sweep(f), log=_quiet)
+    assert res.complete and len({r["id"] for r in res.records}) == 2
+    ref = dict(_numbers(serial)[0])
+    for rec, b in zip(res.records, (3, 6)):
+        want = ref[f"otflow-gaussian-1d__b{b}__s0"][1]
+        for m in ("l1.at_T", "w2.at_T"):
+            assert rec["values"][m] == pytest.approx(want[m], rel=1e-12, abs=1e-15), (m, b)
