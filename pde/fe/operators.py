@@ -133,6 +133,13 @@ class P1Operators:
     def max_abs(self, owned: np.ndarray) -> float:
         return self.comm.allreduce(float(np.abs(owned).max()) if owned.size else 0.0, op=A.MPI.MAX)
 
+    def max_abs_each(self, *owned: np.ndarray) -> np.ndarray:
+        """max |u| over all ranks for each of several arrays, in one reduction."""
+        loc = np.array([float(np.abs(u).max()) if u.size else 0.0 for u in owned])
+        out = np.empty_like(loc)
+        self.comm.Allreduce(loc, out, op=A.MPI.MAX)
+        return out
+
     def min(self, owned: np.ndarray) -> float:
         return self.comm.allreduce(float(owned.min()) if owned.size else np.inf, op=A.MPI.MIN)
 

@@ -97,6 +97,7 @@ class _Core:
         self.wp_lam = ops.wp / self.lam
         # one persistent matrix per operator family, refilled in place for every Newton step / FP step
         self._mats = {"hjb": ops.pattern_matrix(), "fp": ops.pattern_matrix()}
+        self._bx = None
         self.newton_tol, self.newton_maxit = newton_tol, newton_maxit
         self.progress = progress and ops.comm.rank == 0
         self.ksp_options = _apply_options("mfgfe_", ksp_options, ops.comm)
@@ -131,13 +132,17 @@ class _Core:
         """Free the PETSc objects (the KSP and the persistent matrices)."""
         for M in self._mats.values():
             M.destroy()
+        for v in self._bx or ():
+            v.destroy()
         self.ksp.destroy()
 
     # -- pieces ------------------------------------------------------------
 
     def _solve(self, M, rhs: np.ndarray, what: str, family: str) -> np.ndarray:
-        b = self.ops.vec(rhs)
-        x = b.duplicate()
+        if self._bx is None:
+            self._bx = (self.ops.vec(), self.ops.vec())  # right-hand side and solution, reused
+        b, x = self._bx
+        b.array[:] = rhs
         pc = self._pc
         rebuild = (self.pc_reuse == 1 or pc["stale"] or pc["family"] != family or pc["uses"] >= self.pc_reuse)
         # a new operator makes PETSc rebuild the PC unless reuse is set (PCSetOperators resets its state)
@@ -156,9 +161,7 @@ class _Core:
         if reason < 0:
             raise FESolveError(f"{what}: the linear solver diverged (PETSc reason {reason} after {its} iterations); "
                                "try -mfgfe_pc_type lu or a smaller time step")
-        out = x.array_r.copy()
-        b.destroy(), x.destroy()
-        return out
+        return x.array_r.copy()
 
     def _edge_diff(self, phi: np.ndarray) -> np.ndarray:
         """φ_i - φ_j per edge ij (owned φ in; one ghost scatter)."""
@@ -209,8 +212,8 @@ class _Core:
             diff = self._edge_diff(phi)
             s = self._upwind(diff) if self.control else None  # shared by the residual and the Jacobian
             R = self._hjb_residual(diff, s, phi, phi_next, src)
-            res = ops.max_abs(R / ops.m)
-            if res <= self.newton_tol * max(1.0, ops.max_abs(phi)):
+            res, size = ops.max_abs_each(R / ops.m, phi)  # one reduction per Newton iteration
+            if res <= self.newton_tol * max(1.0, size):
                 self.stats["newton_iterations"] += it
                 self.stats["newton_max_per_step"] = max(self.stats["newton_max_per_step"], it)
                 return phi
