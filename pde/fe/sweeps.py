@@ -149,7 +149,8 @@ class _Core:
         b.array[:] = rhs
         pc = self._pc
         rebuild = (self.pc_reuse == 1 or pc["stale"] or pc["family"] != family or pc["uses"] >= self.pc_reuse)
-        # a new operator makes PETSc rebuild the PC unless reuse is set (PCSetOperators resets its state)
+        # new values (the matrices are refilled in place) or a switch of operator make PETSc rebuild the PC
+        # unless reuse is set
         self.ksp.getPC().setReusePreconditioner(not rebuild)  # petsc4py 3.18 has no KSP.setReuse...; same call
         self.ksp.setOperators(M)
         self.ksp.solve(b, x)
