@@ -5,8 +5,9 @@
 
 Every run is a subprocess of this script (``mpirun -n R`` for R > 1) with the
 same problem (sgm, two-component mixture on [-6, 6]², β = 1, T = 1) and the same
-number of implicit Euler steps, for three preconditioners of the inner GMRES
+number of implicit Euler steps, for four preconditioners of the inner GMRES
 solves: block-Jacobi/ILU(0) (the default below ``AMG_MIN_RANKS`` ranks),
+additive Schwarz with overlap 1 and ILU(0) per subdomain (``pde.fe.sweeps.ASM_ILU``),
 algebraic multigrid with reuse (``pde.fe.sweeps.AMG``, the default from there
 on) and the same multigrid rebuilt for every solve.
 
@@ -50,14 +51,17 @@ def _problem():
 
 
 #: the preconditioner configurations compared (name -> label)
-CONFIGS = {"ilu": "block-Jacobi/ILU(0)", "amg": "AMG, reused", "amg-rebuild": "AMG, rebuilt every solve"}
+CONFIGS = {"ilu": "block-Jacobi/ILU(0)", "asm": "ASM(overlap 1)/ILU(0)", "amg": "AMG, reused",
+           "amg-rebuild": "AMG, rebuilt every solve"}
 
 
 def _pc_options(pc: str) -> dict:
-    from pde.fe.sweeps import AMG, BJACOBI_ILU
+    from pde.fe.sweeps import AMG, ASM_ILU, BJACOBI_ILU
 
     if pc == "ilu":
         return dict(BJACOBI_ILU)
+    if pc == "asm":
+        return dict(ASM_ILU)
     if pc == "amg":
         return dict(AMG)
     return {k: v for k, v in AMG.items() if not k.startswith("pc_reuse")}  # amg-rebuild
@@ -137,8 +141,8 @@ _PC_NAMES = {"hypre/boomeramg": "hypre BoomerAMG", "gamg": "GAMG", "bjacobi": "b
 
 
 def _label(r) -> str:
-    if r["config"] == "ilu":
-        return "block-Jacobi/ILU(0)"
+    if r["config"] in ("ilu", "asm"):
+        return CONFIGS[r["config"]]
     return f"{_PC_NAMES.get(r['pc'], r['pc'])}, " + ("reused" if r["config"] == "amg" else "rebuilt every solve")
 
 
@@ -222,7 +226,8 @@ def main(argv=None) -> int:
     lines = [
         f"FE (P1, DOLFINx {r0['dolfinx']}): sgm 2D mixture on [-6, 6]², box meshes, {nt} implicit Euler steps (one HJB "
         f"Newton sweep + one FP sweep, {r0['solves']} GMRES solves), GMRES rtol 1e-13. Inner preconditioners: "
-        f"block-Jacobi/ILU(0) (the default below {AMG_MIN_RANKS} ranks), algebraic multigrid "
+        f"block-Jacobi/ILU(0) (the default below {AMG_MIN_RANKS} ranks), additive Schwarz with overlap 1 and "
+        f"ILU(0) per subdomain, algebraic multigrid "
         f"({_PC_NAMES.get(strong[-1]['pc'], strong[-1]['pc'])}) set up once and reused until a solve needs 1.5x the "
         f"iterations of the first one on it (the default from {AMG_MIN_RANKS} ranks on), and the same multigrid "
         f"rebuilt for every solve. Machine: {os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), "

@@ -91,6 +91,7 @@ __all__ = [
     "scalable_pc_options",
     "default_pc_options",
     "ILU_PC_OPTIONS",
+    "ASM_ILU_PC_OPTIONS",
     "AMG_MIN_RANKS",
 ]
 
@@ -276,6 +277,10 @@ def has_petsc_package(name: str) -> bool:
 #: count grows with the number of ranks (blocks)
 ILU_PC_OPTIONS = {"pc_type": "bjacobi", "sub_pc_type": "ilu"}
 
+#: additive Schwarz with one layer of overlap, ILU(0) per (overlapping) subdomain: one rank = ILU(0);
+#: on 2 ranks 1.2x the serial GMRES iterations on the FE benchmark where block-Jacobi needs 2.3x
+ASM_ILU_PC_OPTIONS = {"pc_type": "asm", "pc_asm_overlap": 1, "sub_pc_type": "ilu"}
+
 #: from this many MPI ranks on, the default inner preconditioner is algebraic multigrid (see default_pc_options)
 AMG_MIN_RANKS = 4
 
@@ -299,9 +304,10 @@ def scalable_pc_options(comm=None) -> dict:
     (read by ``pde.fe.sweeps``): one setup serves the solves until one needs
     more than ``pc_reuse_growth`` = 1.5× the iterations of the first solve on
     it, or the operator changes from HJB to FP. Measured: 34 setups instead of
-    404, 2004 instead of 1506 iterations, serial 6.8 → 4.6 s (ILU(0): 1.5 s);
-    GAMG 12.4 → 4.4 s. (``-pc_gamg_reuse_interpolation`` does nothing here:
-    each solve gets a new matrix object, which PETSc treats as a new pattern.)
+    404, 2004 instead of 1506 iterations, serial 5.9 → 3.9 s (ILU(0): 0.94 s);
+    GAMG 12.4 → 4.4 s. (``-pc_gamg_reuse_interpolation`` did nothing when each
+    solve got a new matrix object; the sweeps now refill one persistent matrix
+    per operator, not re-measured for GAMG.)
     ``comm`` is accepted for symmetry with :func:`default_pc_options`.
     """
     reuse = {"pc_reuse": 1000, "pc_reuse_growth": 1.5}
@@ -323,9 +329,10 @@ def default_pc_options(comm=None) -> dict:
     ==========================  =========================  =========================
     preconditioner              1 rank: wall, Krylov its   2 ranks: wall, Krylov its
     ==========================  =========================  =========================
-    block-Jacobi/ILU(0)         1.54 s, 2789               1.30 s, 6246–6425
-    BoomerAMG, rebuilt always   6.79 s, 1506               4.79 s, 1524
-    BoomerAMG, reused           4.64 s, 2004 (34 setups)   2.92 s, 2001 (34 setups)
+    block-Jacobi/ILU(0)         0.94 s, 2789               0.86 s, 6162–6425
+    ASM(1)/ILU(0)               1.17 s, 2789               0.81 s, 3330–3999
+    BoomerAMG, rebuilt always   5.90 s, 1506               4.16 s, 1524
+    BoomerAMG, reused           3.87 s, 2004 (34 setups)   2.50 s, 2001 (34 setups)
     ==========================  =========================  =========================
 
     The matrices M/Δt + A(φ) are dominated by the mass term (Δt/h² ≈ 0.7), so
@@ -336,7 +343,7 @@ def default_pc_options(comm=None) -> dict:
     (2001/2004 at 2 ranks, ILU(0) 2.2–2.3×). The switch to AMG at
     :data:`AMG_MIN_RANKS` = 4 is a forecast, not a measurement (the machine
     has 2 cores): with ILU(0)'s count growing about ∝ ranks its wall stays near
-    1.3 s, AMG's falls ∝ 1/ranks from 2.9 s at 2, so they cross near 4–5
+    0.9 s, AMG's falls ∝ 1/ranks from 2.5 s at 2, so they cross at a few
     ranks. Override with ``-mfgfe_pc_type`` (and its sub-options) in
     ``PETSC_OPTIONS`` / on the command line or ``ksp_options={"pc_type": ...}``.
     """

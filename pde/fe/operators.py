@@ -133,13 +133,25 @@ class P1Operators:
     def max_abs(self, owned: np.ndarray) -> float:
         return self.comm.allreduce(float(np.abs(owned).max()) if owned.size else 0.0, op=A.MPI.MAX)
 
+    def max_abs_each(self, *owned: np.ndarray) -> np.ndarray:
+        """max |u| over all ranks for each of several arrays, in one reduction."""
+        loc = np.array([float(np.abs(u).max()) if u.size else 0.0 for u in owned])
+        out = np.empty_like(loc)
+        self.comm.Allreduce(loc, out, op=A.MPI.MAX)
+        return out
+
     def min(self, owned: np.ndarray) -> float:
         return self.comm.allreduce(float(owned.min()) if owned.size else np.inf, op=A.MPI.MIN)
 
     # -- matrices ------------------------------------------------------------
 
+    def pattern_matrix(self) -> "PatternMatrix":
+        """A persistent AIJ matrix on the stiffness pattern whose values are rewritten in place."""
+        return PatternMatrix(self)
+
     def matrix(self, offvals: np.ndarray, diagvals: np.ndarray):
-        """An AIJ matrix on the stiffness pattern from per-edge and diagonal values."""
+        """A new AIJ matrix on the stiffness pattern from per-edge and diagonal values (the caller
+        destroys it); for repeated solves, :meth:`pattern_matrix` avoids building one each time."""
         v = np.empty(self.nnz)
         v[self.off_pos] = offvals
         v[self.diag_pos] = diagvals
@@ -151,11 +163,78 @@ class P1Operators:
     def rowsum(self, edgevals: np.ndarray) -> np.ndarray:
         return np.bincount(self.ei, weights=edgevals, minlength=self.nloc)
 
-    def linear_weights(self, nu: float, drift) -> np.ndarray:
-        """Edge weights c_ij of L ≈ m(-νΔ - b·∇) (see the module docstring)."""
+    def linear_weights(self, nu: float, drift, reverse: bool = False) -> np.ndarray:
+        """Edge weights c_ij of L ≈ m(-νΔ - b·∇) (see the module docstring); ``reverse``: the weights
+        c_ji of the reversed edges (the entries of Lᵀ in the owned rows), computed locally from the
+        same floating-point operations as on the rank that owns j, so they equal its c_ji exactly."""
         if drift is None:
             return nu * self.w
         be = np.einsum("ed,ed->e", np.asarray(drift(self.xmid), dtype=float).reshape(self.e.shape), self.e)
+        if reverse:
+            be = -be  # b(x_ij)·e_ji, exactly
         if nu == 0.0:
             return self.w * np.maximum(be, 0.0)
         return nu * self.w * bernoulli(-be / nu)
+
+
+class PatternMatrix:
+    """An AIJ matrix on the stiffness pattern of ``ops`` that is built once and refilled in place.
+
+    PETSc stores an MPI AIJ matrix as two sequential CSR blocks per rank, the owned columns
+    ("diagonal" block, local column indices) and the ghost columns ("off-diagonal" block). The
+    matrix is created on NumPy arrays of both (``MatCreateMPIAIJWithSplitArrays``;
+    ``MatCreateSeqAIJWithArrays`` on one rank), which PETSc uses without copying, so :meth:`set`
+    writes the new values straight into PETSc's storage (two gathers, no communication, no
+    insertion, no preallocation) and then reassembles, which marks the values as changed: a
+    preconditioner set up on the old values is rebuilt by the next solve (with the same nonzero
+    pattern, e.g. ILU's symbolic factorisation is kept) unless reuse is on.
+    """
+
+    def __init__(self, ops: P1Operators):
+        self.ops = ops
+        comm, nloc = ops.comm, ops.nloc
+        start = int(ops.l2g[0]) if nloc else 0
+        cols = np.asarray(ops.cols, dtype=np.int64)
+        rows = np.repeat(np.arange(nloc), np.diff(np.asarray(ops.indptr, dtype=np.int64)))
+        own = (cols >= start) & (cols < start + nloc)
+        # where each CSR position takes its value from: [offvals (E), diagvals (nloc)]
+        src = np.empty(ops.nnz, dtype=np.int64)
+        src[ops.off_pos] = np.arange(ops.off_pos.size)
+        src[ops.diag_pos] = ops.off_pos.size + np.arange(nloc)
+        self._buf = np.empty(ops.nnz)
+        IT = PETSc.IntType
+
+        def block(sel):
+            ip = np.zeros(nloc + 1, dtype=IT)
+            np.cumsum(np.bincount(rows[sel], minlength=nloc), out=ip[1:])
+            return ip, np.zeros(sel.size, dtype=PETSc.ScalarType), src[sel]
+
+        pd = np.flatnonzero(own)
+        di, self._vd, self._sd = block(pd)
+        dj = (cols[pd] - start).astype(IT)
+        sizes = ((nloc, ops.nglob), (nloc, ops.nglob))
+        if comm.size == 1:
+            self._vo = None
+            self.mat = PETSc.Mat().createAIJWithArrays(sizes, (di, dj, self._vd), comm=comm)
+        else:
+            po = np.flatnonzero(~own)
+            oi, self._vo, self._so = block(po)
+            oj = cols[po].astype(IT)  # global column indices; PETSc renumbers them in place
+            self.mat = PETSc.Mat().createAIJWithArrays(sizes, ((di, dj, self._vd), (oi, oj, self._vo)), comm=comm)
+        self._keep = (di, dj) if comm.size == 1 else (di, dj, oi, oj)  # PETSc uses these arrays
+        self.mat.setOption(PETSc.Mat.Option.NEW_NONZERO_LOCATION_ERR, True)
+        self.mat.assemble()
+
+    def set(self, offvals: np.ndarray, diagvals: np.ndarray):
+        """Write per-edge and diagonal values (as for :meth:`P1Operators.matrix`); returns the matrix."""
+        ne = offvals.size
+        self._buf[:ne] = offvals
+        self._buf[ne:] = diagvals
+        np.take(self._buf, self._sd, out=self._vd)
+        if self._vo is not None:
+            np.take(self._buf, self._so, out=self._vo)
+        self.mat.assemble()  # values changed: new object state, cached diagonal data invalidated
+        return self.mat
+
+    def destroy(self) -> None:
+        self.mat.destroy()

@@ -36,7 +36,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import _dolfinx_adapter as A
-from .operators import bernoulli
 
 PETSc = A.PETSc
 MPI = A.MPI
@@ -89,15 +88,9 @@ class SpaceTimeNewton:
 
     def set_nu(self, nu: float) -> None:
         """Use viscosity ν (continuation): linear weights c_ij and the reverse weights c_ji."""
-        core, ops, p = self.core, self.ops, self.core.p
         self.nu = nu
-        core.clin = ops.linear_weights(nu, p.drift)
-        core.Ldiag = ops.rowsum(core.clin)
-        if p.drift is None:
-            self.crev = core.clin.copy()
-        else:
-            be = np.einsum("ed,ed->e", np.asarray(p.drift(ops.xmid), float).reshape(ops.e.shape), ops.e)
-            self.crev = ops.w * np.maximum(-be, 0.0) if nu == 0.0 else nu * ops.w * bernoulli(be / nu)
+        self.core.set_nu(nu)
+        self.crev = self.core.crev
 
     def solve_continuation(self, Z0, nu_start: float = 0.1, factor: float = 0.25):
         """Newton at ν_0 = max(ν, nu_start), then ν_j = ν_0·factor^j, …, ν (warm starts).

@@ -11,7 +11,7 @@ from .operators import P1Operators
 PETSc = A.PETSc
 MPI = A.MPI
 
-__all__ = ["DEFAULT_KSP", "BJACOBI_ILU", "AMG", "RHO_FLOOR", "FESolveError", "default_ksp_options"]
+__all__ = ["DEFAULT_KSP", "BJACOBI_ILU", "ASM_ILU", "AMG", "RHO_FLOOR", "FESolveError", "default_ksp_options"]
 
 #: PETSc options of the inner linear solves (prefix ``mfgfe_``) apart from the preconditioner: the
 #: matrices M/Δt + A(φ) (HJB) and their transposes (FP) are non-symmetric, hence GMRES
@@ -20,6 +20,10 @@ _KSP_BASE = {"ksp_type": "gmres", "ksp_rtol": 1e-13, "ksp_atol": 1e-15, "ksp_max
 #: block Jacobi, ILU(0) per rank: the default below ``AMG_MIN_RANKS`` ranks (fastest measured at 1 and 2
 #: ranks), though its iterations double on 2 ranks (2789 → 6425 on the benchmark); pass it as ``ksp_options``
 BJACOBI_ILU = dict(A.ILU_PC_OPTIONS)
+
+#: additive Schwarz (overlap 1) with ILU(0) per subdomain: the block-Jacobi ILU(0) of one rank, with
+#: iterations that grow far less with the ranks (benchmark, 2 ranks: 1.2x serial vs 2.3x); pass it as ``ksp_options``
+ASM_ILU = dict(A.ASM_ILU_PC_OPTIONS)
 
 #: algebraic multigrid (hypre BoomerAMG, else GAMG) with preconditioner reuse; pass it as ``ksp_options``
 AMG = A.scalable_pc_options()
@@ -93,9 +97,11 @@ class _Core:
         self.t = np.linspace(0.0, problem.T, nt + 1)
         self.lam = problem.lam
         self.control = control
-        nu = problem.nu
-        self.clin = ops.linear_weights(nu, problem.drift)
-        self.Ldiag = ops.rowsum(self.clin)
+        self.set_nu(problem.nu)
+        self.wp_lam = ops.wp / self.lam
+        # one persistent matrix per operator family, refilled in place for every Newton step / FP step
+        self._mats = {"hjb": ops.pattern_matrix(), "fp": ops.pattern_matrix()}
+        self._bx = None
         self.newton_tol, self.newton_maxit = newton_tol, newton_maxit
         self.progress = progress and ops.comm.rank == 0
         self.ksp_options = _apply_options("mfgfe_", ksp_options, ops.comm)
@@ -119,14 +125,32 @@ class _Core:
                       "pc_setups": 0,
                       "hjb_sweeps": 0, "fp_sweeps": 0, "fp_clipped_min": 0.0}
 
+    def set_nu(self, nu: float) -> None:
+        """Viscosity ν: the linear weights c_ij of L, their row sums and the reversed weights c_ji."""
+        p, ops = self.p, self.ops
+        self.clin = ops.linear_weights(nu, p.drift)
+        self.Ldiag = ops.rowsum(self.clin)
+        self.crev = self.clin if p.drift is None else ops.linear_weights(nu, p.drift, reverse=True)
+
+    def destroy(self) -> None:
+        """Free the PETSc objects (the KSP and the persistent matrices)."""
+        for M in self._mats.values():
+            M.destroy()
+        for v in self._bx or ():
+            v.destroy()
+        self.ksp.destroy()
+
     # -- pieces ------------------------------------------------------------
 
     def _solve(self, M, rhs: np.ndarray, what: str, family: str) -> np.ndarray:
-        b = self.ops.vec(rhs)
-        x = b.duplicate()
+        if self._bx is None:
+            self._bx = (self.ops.vec(), self.ops.vec())  # right-hand side and solution, reused
+        b, x = self._bx
+        b.array[:] = rhs
         pc = self._pc
         rebuild = (self.pc_reuse == 1 or pc["stale"] or pc["family"] != family or pc["uses"] >= self.pc_reuse)
-        # a new operator makes PETSc rebuild the PC unless reuse is set (PCSetOperators resets its state)
+        # new values (the matrices are refilled in place) or a switch of operator make PETSc rebuild the PC
+        # unless reuse is set
         self.ksp.getPC().setReusePreconditioner(not rebuild)  # petsc4py 3.18 has no KSP.setReuse...; same call
         self.ksp.setOperators(M)
         self.ksp.solve(b, x)
@@ -142,49 +166,66 @@ class _Core:
         if reason < 0:
             raise FESolveError(f"{what}: the linear solver diverged (PETSc reason {reason} after {its} iterations); "
                                "try -mfgfe_pc_type lu or a smaller time step")
-        out = x.array_r.copy()
-        b.destroy(), x.destroy()
-        return out
+        return x.array_r.copy()
 
-    def _edge_diff(self, phi_all):
-        return phi_all[self.ops.ei] - phi_all[self.ops.ej]
+    def _edge_diff(self, phi: np.ndarray) -> np.ndarray:
+        """φ_i - φ_j per edge ij (owned φ in; one ghost scatter)."""
+        pa = self.ops.ghosted(phi)
+        return pa[self.ops.ei] - pa[self.ops.ej]
+
+    def _upwind(self, diff: np.ndarray) -> np.ndarray:
+        """s_ij = w⁺_ij (φ_i - φ_j)⁺ / λ: minus the off-diagonal of DĤ(φ)."""
+        return self.wp_lam * np.maximum(diff, 0.0)
+
+    def _hjb_matrix(self, s):
+        """M/Δt + A(φ) into the persistent HJB matrix, from s = :meth:`_upwind` (None: no control)."""
+        mdt = self.ops.m / self.dt
+        if s is None:
+            return self._mats["hjb"].set(-self.clin, mdt + self.Ldiag)
+        return self._mats["hjb"].set(-(self.clin + s), mdt + self.Ldiag + self.ops.rowsum(s))
+
+    def _fp_matrix(self, diff):
+        """(M/Δt + A(φ))ᵀ into the persistent FP matrix, assembled row-wise from the owned rows' edges:
+        (Aᵀ)_ij = A_ji = -c_ji - w⁺_ij (φ_j - φ_i)⁺/λ, (Aᵀ)_ii = A_ii; ``diff`` None: no control."""
+        ops = self.ops
+        if diff is None:
+            return self._mats["fp"].set(-self.crev, ops.m / self.dt + self.Ldiag)
+        s_out = self._upwind(diff)
+        s_in = self._upwind(-diff)
+        return self._mats["fp"].set(-(self.crev + s_in), ops.m / self.dt + self.Ldiag + ops.rowsum(s_out))
 
     def jacobian(self, phi: np.ndarray):
-        """M/Δt + A(φ) as a PETSc matrix (owned φ in)."""
+        """M/Δt + A(φ) as a PETSc matrix (owned φ in): the persistent HJB matrix, valid until the next
+        HJB update; do not destroy it."""
+        return self._hjb_matrix(self._upwind(self._edge_diff(phi)) if self.control else None)
+
+    def _hjb_residual(self, diff, s, phi, phi_next, src) -> np.ndarray:
         ops = self.ops
-        off = -self.clin
-        diag = ops.m / self.dt + self.Ldiag
-        if self.control:
-            dpos = np.maximum(self._edge_diff(ops.ghosted(phi)), 0.0)
-            s = ops.wp * dpos / self.lam
-            off = off - s
-            diag = diag + ops.rowsum(s)
-        return ops.matrix(off, diag)
+        # Σ_j c_ij d_ij + 1/(2λ) Σ_j w⁺_ij (d_ij⁺)² = Σ_j d_ij (c_ij + s_ij/2)
+        flux = self.clin * diff if s is None else (self.clin + 0.5 * s) * diff
+        return ops.m * (phi - phi_next) / self.dt + ops.rowsum(flux) - src
 
     def hjb_residual(self, phi: np.ndarray, phi_next: np.ndarray, src: np.ndarray) -> np.ndarray:
-        ops = self.ops
-        diff = self._edge_diff(ops.ghosted(phi))
-        R = ops.m * (phi - phi_next) / self.dt + ops.rowsum(self.clin * diff) - src
-        if self.control:
-            R += ops.rowsum(ops.wp * np.maximum(diff, 0.0) ** 2) / (2.0 * self.lam)
-        return R
+        diff = self._edge_diff(phi)
+        return self._hjb_residual(diff, self._upwind(diff) if self.control else None, phi, phi_next, src)
 
     def hjb_step(self, phi_next: np.ndarray, src: np.ndarray, k: int) -> np.ndarray:
         """Solve one implicit HJB step for φ^k by Newton (semismooth: Ĥ is piecewise quadratic)."""
         ops = self.ops
         phi = phi_next.copy()
         for it in range(self.newton_maxit + 1):
-            R = self.hjb_residual(phi, phi_next, src)
-            res = ops.max_abs(R / ops.m)
-            if res <= self.newton_tol * max(1.0, ops.max_abs(phi)):
+            diff = self._edge_diff(phi)
+            s = self._upwind(diff) if self.control else None  # shared by the residual and the Jacobian
+            R = self._hjb_residual(diff, s, phi, phi_next, src)
+            res, size = ops.max_abs_each(R / ops.m, phi)  # one reduction per Newton iteration
+            if res <= self.newton_tol * max(1.0, size):
                 self.stats["newton_iterations"] += it
                 self.stats["newton_max_per_step"] = max(self.stats["newton_max_per_step"], it)
                 return phi
             if it == self.newton_maxit:
                 break
-            J = self.jacobian(phi)
+            J = self._hjb_matrix(s)
             phi = phi - self._solve(J, R, f"HJB Newton step {it} at t={self.t[k]:.4g}", "hjb")
-            J.destroy()
         raise FESolveError(f"HJB Newton did not converge at t={self.t[k]:.4g}: residual {res:.3g} after "
                            f"{self.newton_maxit} iterations; expected <= {self.newton_tol:g} — reduce the time step")
 
@@ -208,16 +249,11 @@ class _Core:
         """ρ^{k+1} = (M/Δt + A(φ^k)ᵀ)⁻¹ M ρ^k/Δt, k = 0..N-1 (phis None: no control)."""
         ops = self.ops
         rhos = [rho0]
-        fixed = None
         for k in range(self.nt):
             if phis is None:
-                if fixed is None:
-                    fixed = self.jacobian(np.zeros(ops.nloc))
-                    fixed.transpose()
-                MT = fixed
+                MT = self._fp_matrix(None) if k == 0 else self._mats["fp"].mat  # the same matrix every step
             else:
-                MT = self.jacobian(phis[k])
-                MT.transpose()
+                MT = self._fp_matrix(self._edge_diff(phis[k]) if self.control else None)
             rho = self._solve(MT, ops.m * rhos[-1] / self.dt, f"FP step at t={self.t[k + 1]:.4g}", "fp")
             # M/Δt + A(φ)ᵀ is an M-matrix, so the exact step is ≥ 0; an iterate within rtol 1e-13 can dip
             # below 0 by round-off where ρ ~ 1e-100 (AMG: -4e-21 seen on the wgf box); setting those to 0
@@ -227,10 +263,6 @@ class _Core:
                 self.stats["fp_clipped_min"] = min(self.stats["fp_clipped_min"], low)
                 np.maximum(rho, 0.0, out=rho)
             rhos.append(rho)
-            if phis is not None:
-                MT.destroy()
-        if fixed is not None:
-            fixed.destroy()
         self.stats["fp_sweeps"] += 1
         return rhos
 
