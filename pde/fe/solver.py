@@ -161,26 +161,29 @@ def solve_fe(problem: MFGProblem, n=None, nt=None, mesh=None, h=None, progress: 
 
     outer = {}
     t0 = time.perf_counter()
-    if wgf_route:
-        rhos = core.fp_sweep(rho0, None)
-        logpi = problem.reference.logpdf(Xo)
-        phis = []
-        for r in rhos:
-            floor = RHO_FLOOR * comm.allreduce(float(r.max()), op=MPI.MAX)
-            phis.append(np.log(np.maximum(r, floor)) - logpi)
-    elif coupling is None:
-        g = np.asarray(problem.terminal.g(Xo), dtype=float)
-        phis = core.hjb_sweep(g, lambda k: None)
-        rhos = core.fp_sweep(rho0, phis)
-    elif isinstance(coupling, _KLCoupling) and coupled == "spacetime":
-        from .spacetime import SpaceTimeNewton
+    try:
+        if wgf_route:
+            rhos = core.fp_sweep(rho0, None)
+            logpi = problem.reference.logpdf(Xo)
+            phis = []
+            for r in rhos:
+                floor = RHO_FLOOR * comm.allreduce(float(r.max()), op=MPI.MAX)
+                phis.append(np.log(np.maximum(r, floor)) - logpi)
+        elif coupling is None:
+            g = np.asarray(problem.terminal.g(Xo), dtype=float)
+            phis = core.hjb_sweep(g, lambda k: None)
+            rhos = core.fp_sweep(rho0, phis)
+        elif isinstance(coupling, _KLCoupling) and coupled == "spacetime":
+            from .spacetime import SpaceTimeNewton
 
-        st = SpaceTimeNewton(core, coupling, rho0, rtol=outer_rtol, maxit=outer_maxit)
-        phis, rhos = st.split(st.solve_continuation(st.initial()))
-        outer = st.stats
-    else:
-        phis, rhos, outer = outer_newton(core, coupling, rho0, outer_rtol, outer_maxit)
-    timings["solve_s"] = time.perf_counter() - t0
+            st = SpaceTimeNewton(core, coupling, rho0, rtol=outer_rtol, maxit=outer_maxit)
+            phis, rhos = st.split(st.solve_continuation(st.initial()))
+            outer = st.stats
+        else:
+            phis, rhos, outer = outer_newton(core, coupling, rho0, outer_rtol, outer_maxit)
+        timings["solve_s"] = time.perf_counter() - t0
+    finally:
+        core.destroy()  # the KSP and the persistent matrices (PETSc objects are not freed by refcount alone)
 
     # -- diagnostics -------------------------------------------------------------
     masses = np.array([ops.integral(r) for r in rhos])
