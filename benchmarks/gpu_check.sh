@@ -36,7 +36,7 @@ print("card:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| C
 PYEOF
 start=$(date +%s)
 rc=0
-timeout 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_neural_gpu.py || rc=$?
+timeout 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_neural_gpu.py tests/test_sweep.py || rc=$?
 echo "gpu tests: exit $rc after $(( $(date +%s) - start )) s"
 timeout 270 "$PY" -m benchmarks.bench_neural "$@" || rc=$?
 echo "gpu_check: exit $rc, done in $(( $(date +%s) - start )) s"

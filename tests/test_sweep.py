@@ -71,7 +71,7 @@ def reference(tmp_path_factory):
     """The 2 × 2 × 2 sweep run serially in this process: (sweep file, output folder)."""
     tmp = tmp_path_factory.mktemp("sweep-ref")
     f = _write(tmp)
-    res = run_sweep(load_sweep(f, out=tmp / "serial"), log=_quiet)
+    res = run_sweep(load_sweep(f, out=tmp / "serial"), devices=["cpu"], log=_quiet)  # cpu also on GPU machines
     assert res.complete and len(res.ran) == 8
     return f, tmp / "serial", res
 
@@ -134,8 +134,10 @@ def test_rows_product_times_explicit_rows_and_ids():
 
 def test_serial_and_process_executors_give_the_same_numbers(tmp_path, reference):
     f, serial, a = reference
-    b = run_sweep(load_sweep(f, out=tmp_path / "proc"), executor="process", jobs=2, log=_quiet)
+    b = run_sweep(load_sweep(f, out=tmp_path / "proc"), executor="process", jobs=2, devices=["cpu", "cpu"],
+                  log=_quiet)
     assert b.complete and len(b.ran) == 8
+    assert {r["device"] for r in b.records} == {"cpu"}  # the round-robin path of --devices
     ra, ta = _numbers(serial)
     rb, tb = _numbers(tmp_path / "proc")
     assert ra == rb  # bitwise: explicit seeds, one thread per worker
@@ -160,7 +162,7 @@ def test_serial_and_process_executors_give_the_same_numbers(tmp_path, reference)
 def test_mpi_executor_gives_the_same_numbers(tmp_path, reference):
     f, serial, _ = reference
     cmd = ["mpirun", "-n", "3", "--allow-run-as-root", "--oversubscribe", sys.executable, "-m", "mpi4py.futures",
-           "-m", "compare.cli", "sweep", str(f), "--out", str(tmp_path / "mpi"), "--executor", "mpi"]
+           "-m", "compare.cli", "sweep", str(f), "--out", str(tmp_path / "mpi"), "--executor", "mpi", "--devices", "cpu"]
     res = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert _numbers(tmp_path / "mpi") == _numbers(serial)
@@ -199,7 +201,7 @@ def test_interrupted_sweep_resumes_to_the_uninterrupted_summary(tmp_path, how, r
     f, ref, _ = reference
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "compare.cli", "sweep", str(f), "--out", str(out),
-                             "--executor", "process", "--jobs", "2"], cwd=ROOT, env=_env(),
+                             "--executor", "process", "--jobs", "2", "--devices", "cpu"], cwd=ROOT, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while len(_done(out)) < 2 and time.time() < deadline and proc.poll() is None:
@@ -217,7 +219,7 @@ def test_interrupted_sweep_resumes_to_the_uninterrupted_summary(tmp_path, how, r
     assert len(done_at_kill) < 8, "the sweep finished before it was interrupted; the test checked nothing"
     time.sleep(0.5)
     assert not _workers(proc.pid)  # no orphaned worker goes on writing
-    res = run_sweep(load_sweep(f, out=out), log=_quiet)
+    res = run_sweep(load_sweep(f, out=out), devices=["cpu"], log=_quiet)
     assert res.complete
     assert set(res.skipped) == done_at_kill  # rows finished before the kill are not redone
     assert len(res.ran) == 8 - len(done_at_kill)
@@ -374,3 +376,28 @@ seed = [0]
         want = ref[f"otflow-gaussian-1d__b{b}__s0"][1]
         for m in ("l1.at_T", "w2.at_T"):
             assert rec["values"][m] == pytest.approx(want[m], rel=1e-12, abs=1e-15), (m, b)
+
+
+@pytest.mark.gpu
+def test_devices_give_each_worker_one_gpu(tmp_path):
+    """--devices cuda:0[,cuda:1]: every row trains on the device of its worker, and says so."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device (run `make gpu-check` on a GPU machine)")
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("ot")
+    devices = [f"cuda:{i}" for i in range(min(2, torch.cuda.device_count()))]
+    f = tmp_path / "g.toml"
+    f.write_text(f"""
+[sweep]
+out = "{tmp_path / 'out'}"
+truth_error = false
+n_samples = 300
+[axes]
+case = ["otflow-gaussian-1d"]
+budget = [3]
+seed = [0, 1]
+""")
+    res = run_sweep(load_sweep(f), executor="process", jobs=len(devices), devices=devices, log=_quiet)
+    assert res.complete
+    assert {r["device"] for r in res.records} <= set(devices)
