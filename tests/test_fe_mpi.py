@@ -51,13 +51,15 @@ def test_mpirun_two_ranks_matches_serial(tmp_path):
         assert np.abs(par.phi - ser.phi)[mask].max() < 1e-8
         assert par.meta["mass_error"] < 1e-11
         its = {k: (par.meta["iterations"][k], ser.meta["iterations"][k]) for k in ("ksp_iterations", "pc_setups")}
-        if c == "sgm2d":  # the default below AMG_MIN_RANKS ranks: block-Jacobi/ILU(0), rebuilt for every solve
-            assert par.meta["fe"]["pc_type"] == ser.meta["fe"]["pc_type"] == "bjacobi"
-            ilu_ratio = its["ksp_iterations"][0] / its["ksp_iterations"][1]
+        if c == "sgm2d":  # the defaults: ILU(1) serially, ASM(overlap 2)/ILU(1) on 2 ranks, both reused
+            assert ser.meta["fe"]["pc_type"] == "bjacobi" and par.meta["fe"]["pc_type"] == "asm"
+            kp, ks = its["ksp_iterations"]
+            # the issue's bound on the Krylov iterations across ranks: 1.3x (measured 365/357 here, 2400/2104 on the benchmark)
+            assert kp <= 1.3 * ks, its
         if c == "sgm2d-amg":  # multigrid, reused: its Krylov iterations stay flat across ranks (the issue's
-            # bound 1.3x; measured 372/354 = 1.05 here, 2001/2004 on the benchmark), where ILU(0)'s grow (702/462 here)
+            # bound 1.3x; measured 372/354 = 1.05 here, 2001/2004 on the benchmark)
             assert par.meta["fe"]["pc_type"] == ser.meta["fe"]["pc_type"] != "bjacobi"
             kp, ks = its["ksp_iterations"]
             assert kp <= 1.3 * ks, its
-            assert kp / ks < ilu_ratio, (its, ilu_ratio)
+            assert kp / ks < 1.3
             assert its["pc_setups"][0] < par.meta["iterations"]["linear_solves"] / 2, its

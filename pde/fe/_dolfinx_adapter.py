@@ -92,6 +92,8 @@ __all__ = [
     "default_pc_options",
     "ILU_PC_OPTIONS",
     "ASM_ILU_PC_OPTIONS",
+    "SERIAL_PC_OPTIONS",
+    "PARALLEL_PC_OPTIONS",
     "AMG_MIN_RANKS",
 ]
 
@@ -281,6 +283,18 @@ ILU_PC_OPTIONS = {"pc_type": "bjacobi", "sub_pc_type": "ilu"}
 #: on 2 ranks 1.2x the serial GMRES iterations on the FE benchmark where block-Jacobi needs 2.3x
 ASM_ILU_PC_OPTIONS = {"pc_type": "asm", "pc_asm_overlap": 1, "sub_pc_type": "ilu"}
 
+#: the default on one rank: ILU(1), one factorisation reused while a solve needs at most 1.5x the
+#: iterations of the first one on it, for at most 5 solves (benchmark: 0.77 s, 2104 its, 98 setups,
+#: against ILU(0) rebuilt every solve 0.85 s, 2789 its, 404 setups)
+SERIAL_PC_OPTIONS = {"pc_type": "bjacobi", "sub_pc_type": "ilu", "sub_pc_factor_levels": 1,
+                     "pc_reuse": 5, "pc_reuse_growth": 1.5}
+
+#: the default on 2 .. AMG_MIN_RANKS - 1 ranks: additive Schwarz with overlap 2, ILU(1) per subdomain,
+#: the same reuse (benchmark, 2 ranks: 0.50-0.61 s, 2336-3021 its = 1.11-1.44x the serial default's,
+#: depending on the mesh partition)
+PARALLEL_PC_OPTIONS = {"pc_type": "asm", "pc_asm_overlap": 2, "sub_pc_type": "ilu", "sub_pc_factor_levels": 1,
+                       "pc_reuse": 5, "pc_reuse_growth": 1.5}
+
 #: from this many MPI ranks on, the default inner preconditioner is algebraic multigrid (see default_pc_options)
 AMG_MIN_RANKS = 4
 
@@ -319,33 +333,40 @@ def scalable_pc_options(comm=None) -> dict:
 
 def default_pc_options(comm=None) -> dict:
     """The default preconditioner of the FE inner GMRES solves on ``comm``:
-    block-Jacobi/ILU(0) below :data:`AMG_MIN_RANKS` ranks, algebraic multigrid
-    (:func:`scalable_pc_options`) from there on.
+    ILU(1) on one rank (:data:`SERIAL_PC_OPTIONS`), additive Schwarz with
+    overlap 2 and ILU(1) per subdomain on 2 to :data:`AMG_MIN_RANKS` − 1 ranks
+    (:data:`PARALLEL_PC_OPTIONS`), algebraic multigrid with reuse
+    (:func:`scalable_pc_options`) from there on; each factorisation serves up
+    to 5 solves while they need at most 1.5× the iterations of the first.
 
     Measured on the FE benchmark (sgm 2D, 20 000 cells, 100 steps, 404 GMRES
     solves at rtol 1e-13; docs/benchmarks.md, section ``fe``), on a 2-core
-    machine shared with other jobs:
+    machine shared with other jobs (best of 3; Krylov counts on 2 ranks
+    depend on the mesh partition):
 
-    ==========================  =========================  =========================
-    preconditioner              1 rank: wall, Krylov its   2 ranks: wall, Krylov its
-    ==========================  =========================  =========================
-    block-Jacobi/ILU(0)         0.94 s, 2789               0.86 s, 6162–6425
-    ASM(1)/ILU(0)               1.17 s, 2789               0.81 s, 3330–3999
-    BoomerAMG, rebuilt always   5.90 s, 1506               4.16 s, 1524
-    BoomerAMG, reused           3.87 s, 2004 (34 setups)   2.50 s, 2001 (34 setups)
-    ==========================  =========================  =========================
+    =============================  =========================  =========================
+    preconditioner                 1 rank: wall, Krylov its   2 ranks: wall, Krylov its
+    =============================  =========================  =========================
+    block-Jacobi/ILU(0)            0.85 s, 2789               0.80 s, 6353–6425
+    ILU(1), reuse ≤ 5 (default)    0.77 s, 2104               —
+    ASM(1)/ILU(0)                  1.16 s, 2789               0.79 s, 3999
+    ASM(2)/ILU(1), reuse ≤ 5       —                          0.53 s, 2487–3005 (default)
+    BoomerAMG, reused              3.75 s, 2004               2.38 s, 2001
+    =============================  =========================  =========================
 
     The matrices M/Δt + A(φ) are dominated by the mass term (Δt/h² ≈ 0.7), so
-    ILU(0) needs only ~7 iterations per solve, and one BoomerAMG V-cycle costs
-    as much as ~15 ILU(0) applications (1.2 vs 0.08 ms): AMG halves the
-    iterations but loses on wall time at 1 and 2 ranks even with reuse. What
-    AMG buys is an iteration count that does not grow with the ranks
-    (2001/2004 at 2 ranks, ILU(0) 2.2–2.3×). The switch to AMG at
+    incomplete factorisations need only 5–7 iterations per solve; block-Jacobi
+    loses the coupling across the rank boundary (with *exact* LU blocks it
+    still needs 6358 iterations on 2 ranks), overlap restores it. One
+    BoomerAMG V-cycle costs as much as ~15 ILU(0) applications (1.2 vs
+    0.08 ms): AMG keeps its iteration count flat (2001/2004) but loses on wall
+    time at 1 and 2 ranks even with reuse. The switch to AMG at
     :data:`AMG_MIN_RANKS` = 4 is a forecast, not a measurement (the machine
-    has 2 cores): with ILU(0)'s count growing about ∝ ranks its wall stays near
-    0.9 s, AMG's falls ∝ 1/ranks from 2.5 s at 2, so they cross at a few
-    ranks. Override with ``-mfgfe_pc_type`` (and its sub-options) in
-    ``PETSC_OPTIONS`` / on the command line or ``ksp_options={"pc_type": ...}``.
+    has 2 cores). Override with ``-mfgfe_pc_type`` (and its sub-options) in
+    ``PETSC_OPTIONS`` / on the command line or ``ksp_options={"pc_type": ...}``;
+    ``-mfgfe_pc_reuse 1`` rebuilds the preconditioner for every solve.
     """
     size = 1 if comm is None else comm.size
-    return scalable_pc_options(comm) if size >= AMG_MIN_RANKS else dict(ILU_PC_OPTIONS)
+    if size >= AMG_MIN_RANKS:
+        return scalable_pc_options(comm)
+    return dict(SERIAL_PC_OPTIONS if size == 1 else PARALLEL_PC_OPTIONS)

@@ -17,8 +17,8 @@ __all__ = ["DEFAULT_KSP", "BJACOBI_ILU", "ASM_ILU", "AMG", "RHO_FLOOR", "FESolve
 #: matrices M/Δt + A(φ) (HJB) and their transposes (FP) are non-symmetric, hence GMRES
 _KSP_BASE = {"ksp_type": "gmres", "ksp_rtol": 1e-13, "ksp_atol": 1e-15, "ksp_max_it": 500}
 
-#: block Jacobi, ILU(0) per rank: the default below ``AMG_MIN_RANKS`` ranks (fastest measured at 1 and 2
-#: ranks), though its iterations double on 2 ranks (2789 → 6425 on the benchmark); pass it as ``ksp_options``
+#: block Jacobi, ILU(0) per rank, rebuilt for every solve (the former default): cheapest per iteration, but
+#: its iterations double on 2 ranks (2789 → 6425 on the benchmark); pass it as ``ksp_options`` to compare
 BJACOBI_ILU = dict(A.ILU_PC_OPTIONS)
 
 #: additive Schwarz (overlap 1) with ILU(0) per subdomain: the block-Jacobi ILU(0) of one rank, with
