@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 from typing import Mapping
 
-__all__ = ["markdown_to_html", "CSS"]
+__all__ = ["markdown_to_html", "html_page", "CSS"]
 
 _INLINE = [
     (re.compile(r"`([^`]+)`"), r"<code>\1</code>"),
@@ -117,3 +118,11 @@ code { background: #f4f4f4; padding: 0 .2em; }
 pre { background: #f6f6f6; padding: .6em; overflow-x: auto; font-size: 0.85em; }
 figure { margin: 1em 0; } img { max-width: 100%; } figcaption { color: #555; font-size: .9em; }
 """
+
+
+def html_page(title: str, md: str, images: Mapping[str, bytes] | None = None) -> str:
+    """A self-contained HTML page of the markdown ``md``: images (PNG/GIF bytes by file name) inline."""
+    uris = {n: f"data:image/{'gif' if n.endswith('.gif') else 'png'};base64," + base64.b64encode(b).decode("ascii")
+            for n, b in (images or {}).items()}
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>\n{markdown_to_html(md, uris)}\n</body></html>\n")

@@ -20,10 +20,8 @@ Extra sections (convergence tables, well-posedness studies) are
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as _dt
-import html
 import json
 import math
 import os
@@ -42,8 +40,7 @@ import numpy as np
 
 from pde.io import default_mode, json_default
 
-from .markdown import CSS as _CSS
-from .markdown import markdown_to_html
+from .markdown import html_page, markdown_to_html
 
 __all__ = ["Section", "FigureSpec", "write_report", "provenance", "fmt", "markdown_table", "markdown_to_html",
            "git_commit"]
@@ -400,12 +397,7 @@ def write_report(out_dir, *, title: str, case=None, truth=None, model=None, metr
         ]), ""]
         md_text = "\n".join(md)
         (tmp / "report.md").write_text(md_text, encoding="utf-8")
-        uris = {n: f"data:image/{'gif' if n.endswith('.gif') else 'png'};base64," + base64.b64encode(b).decode("ascii")
-                for n, b in pngs.items()}
-        body = markdown_to_html(md_text, uris)
-        page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-                f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")
-        (tmp / "report.html").write_text(page, encoding="utf-8")
+        (tmp / "report.html").write_text(html_page(title, md_text, pngs), encoding="utf-8")
         payload = {
             "schema": REPORT_SCHEMA,
             "title": title,

@@ -801,14 +801,9 @@ def summarize(spec: SweepSpec, log: Callable = print) -> dict:
                "model_labels": _model_labels([r["params"]["model"] for r in spec.rows]) if spec.kind == "compare" else {}}
     figures = _figures(spec, summary, group_axes)
     md = _summary_markdown(spec, summary, group_axes, figures)
-    from .markdown import CSS, markdown_to_html
-    import base64
-    import html
+    from .markdown import html_page
 
-    uris = {name: "data:image/png;base64," + base64.b64encode(png).decode("ascii") for name, png in figures.items()}
-    page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>"
-            f"{html.escape(spec.title or 'mfglab sweep')}</title><style>{CSS}</style></head><body>\n"
-            f"{markdown_to_html(md.replace('/report/report.md)', '/report/report.html)'), uris)}\n</body></html>\n")
+    page = html_page(spec.title or "mfglab sweep", md.replace("/report/report.md)", "/report/report.html)"), figures)
     for name, png in figures.items():
         atomic_write(out / name, png)
     atomic_write(out / "summary.md", md)
