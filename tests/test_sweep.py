@@ -246,7 +246,6 @@ def make(problem=None):
 
 
 def test_a_failed_row_is_recorded_and_retried_only_on_request(tmp_path):
-
     (tmp_path / "broken.py").write_text(FACTORY)
     f = tmp_path / "c.toml"
     f.write_text(f"""
